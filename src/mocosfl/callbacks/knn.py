@@ -1,0 +1,55 @@
+"""Online kNN monitor: validation every few epochs, test once at the end."""
+
+import lightning as L
+from torchmetrics.functional.classification import multiclass_accuracy
+
+from mocosfl.evaluation import extract_features, knn_predict
+from mocosfl.utils.logging import log_now
+
+
+class KNNMonitor(L.Callback):
+    """Weighted kNN top-1 (k=200, T=0.1) of the current FedAvg model.
+
+    The bank is the training images without augmentation; queries are the validation split
+    every ``every_n_epochs`` epochs (``val/knn_top1``) and the test split at the end of training
+    (``test/knn_top1``), so the test split never selects anything.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        k: int = 200,
+        temperature: float = 0.1,
+        feature: str = "backbone",
+        test_at_end: bool = True,
+    ) -> None:
+        self.every_n_epochs = every_n_epochs
+        self.k = k
+        self.temperature = temperature
+        self.feature = feature
+        self.test_at_end = test_at_end
+
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, split: str) -> float:
+        datamodule = trainer.datamodule
+        encoder = pl_module.encoder(self.feature)
+        bank, bank_labels = extract_features(
+            encoder, datamodule.eval_dataloader("train"), pl_module.device
+        )
+        queries, labels = extract_features(encoder, datamodule.eval_dataloader(split), pl_module.device)
+        scores = knn_predict(
+            queries, bank, bank_labels, datamodule.num_classes, self.k, self.temperature
+        )
+        top1 = multiclass_accuracy(
+            scores, labels, num_classes=datamodule.num_classes, average="micro"
+        )
+        return float(top1) * 100.0
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            log_now(trainer, {"val/knn_top1": self.evaluate(trainer, pl_module, "val")})
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.test_at_end:
+            log_now(trainer, {"test/knn_top1": self.evaluate(trainer, pl_module, "test")})
+
+

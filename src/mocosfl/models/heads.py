@@ -1,0 +1,29 @@
+"""MoCo projection heads appended after the server's global average pooling."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from mocosfl.errors import ConfigError
+from mocosfl.models.layers import init_xavier_
+
+
+class ProjectionHead(nn.Sequential):
+    """MoCo v2 MLP head: Linear -> ReLU -> Linear, no BatchNorm (as in MocoSFL's ``V2`` preset).
+
+    Input [B, in_dim] (pooled backbone features) -> output [B, out_dim] (embedding before
+    L2-normalisation, which the loss applies). Xavier-uniform weights, zero biases.
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int = 1024, out_dim: int = 1024) -> None:
+        if min(in_dim, hidden_dim, out_dim) < 1:
+            raise ConfigError(
+                f"projection head dims (in={in_dim}, hidden={hidden_dim}, out={out_dim}) are "
+                "invalid: all must be positive integers"
+            )
+        super().__init__(
+            nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)
+        )
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+        init_xavier_(self)

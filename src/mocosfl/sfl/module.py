@@ -1,0 +1,252 @@
+"""MocoSFL as one LightningModule: the server, its momentum copy and queue, and the clients."""
+
+import copy
+import math
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
+
+from mocosfl.errors import ConfigError
+from mocosfl.models import ProjectionHead, SplitModel
+from mocosfl.sfl.clients import ClientBank
+from mocosfl.sfl.loss import contrastive_accuracy, info_nce
+from mocosfl.sfl.momentum import momentum_copy, update_momentum
+from mocosfl.sfl.queue import NegativeQueue
+from mocosfl.sfl.schedules import LRSchedule
+
+SYMMETRIC_MODES = ("true", "legacy", "off")
+COLLAPSE_THRESHOLD = 0.1  # feature std relative to a uniform spread, 1/sqrt(D)
+
+
+def symmetric_mode(value: bool | str) -> str:
+    """Normalise ``sfl.symmetric`` (YAML may hand over a bool) to one of SYMMETRIC_MODES."""
+    mode = {True: "true", False: "off"}.get(value, value) if isinstance(value, bool) else str(value)
+    if mode.lower() not in SYMMETRIC_MODES:
+        raise ConfigError(f"sfl.symmetric={value!r} is not valid; choose true, legacy or off")
+    return mode.lower()
+
+
+class MocoSFL(L.LightningModule):
+    """Split-federated MoCo v2 (Li et al., ICLR 2023).
+
+    The server holds the rest of the backbone, the projection head, their momentum copies and
+    one negative-key queue shared by all clients; the :class:`ClientBank` holds the clients.
+    A training batch is one federated step from ``FederatedDataModule``::
+
+        {"query": [P, b, C, H, W], "key": [P, b, C, H, W], "client_ids": [P], "step": int}
+
+    ``trainer.global_step`` counts server steps: the client optimizers belong to the bank.
+    """
+
+    def __init__(
+        self,
+        split_model: SplitModel,
+        num_clients: int,
+        server_optimizer: Callable[..., torch.optim.Optimizer],
+        client_optimizer: Callable[..., torch.optim.Optimizer],
+        client_sizes: Sequence[int] | None = None,
+        fedavg_weights: str = "data",
+        queue_size: int = 6000,
+        temperature: float = 0.1,
+        ema_decay: float = 0.99,
+        symmetric: bool | str = True,
+        head_hidden_dim: int = 1024,
+        head_out_dim: int = 1024,
+        server_schedule: str = "cosine_step",
+        client_schedule: str = "cosine_step",
+        legacy_client_period: int = 200,
+        client_engine: str = "loop",
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        if client_engine != "loop":
+            raise ConfigError(f"sfl.client_engine={client_engine!r} is not available; use loop")
+        if fedavg_weights not in ("data", "uniform"):
+            raise ConfigError(f"sfl.fedavg_weights={fedavg_weights!r}: choose data or uniform")
+        if fedavg_weights == "data" and client_sizes is None:
+            raise ConfigError("sfl.fedavg_weights=data needs the clients' data sizes")
+        self.symmetric = symmetric_mode(symmetric)
+        self.temperature = temperature
+        self.ema_decay = ema_decay
+        self.cut_layer = split_model.cut_layer
+        self.feature_dim = split_model.feature_dim
+        self.server = split_model.server
+        self.head = ProjectionHead(split_model.feature_dim, head_hidden_dim, head_out_dim)
+        self.server_momentum = momentum_copy(self.server)
+        self.head_momentum = momentum_copy(self.head)
+        self.queue = NegativeQueue(queue_size, head_out_dim)
+        self.bank = ClientBank(
+            split_model.client,
+            num_clients,
+            client_optimizer,
+            ema_decay,
+            weights=client_sizes if fedavg_weights == "data" else None,
+        )
+        self.server_optimizer_factory = server_optimizer
+        self.server_schedule = LRSchedule(server_schedule)
+        self.client_schedule = LRSchedule(client_schedule, legacy_client_period)
+        self._pending_client_optimizers: list[dict] | None = None
+        self._collapse_warned = False
+
+    # -- Lightning plumbing -----------------------------------------------------------------
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = list(self.server.parameters()) + list(self.head.parameters())
+        return self.server_optimizer_factory(params=params)
+
+    def on_train_start(self) -> None:
+        # Applied here, after the strategy moved the module to its device, so the restored
+        # momentum buffers land next to their parameters.
+        if self._pending_client_optimizers is not None:
+            self.bank.load_optimizer_state(self._pending_client_optimizers)
+            self._pending_client_optimizers = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["client_optimizers"] = self.bank.optimizer_state()
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._pending_client_optimizers = checkpoint.get("client_optimizers")
+        rng = checkpoint.get("rng_states")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            np.random.set_state(rng["numpy"])
+            random.setstate(rng["python"])
+
+    @property
+    def total_steps(self) -> int:
+        """The step budget the cosine schedules run over."""
+        return int(self.trainer.estimated_stepping_batches)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, int(self.trainer.num_training_batches))
+
+    def learning_rates(self, step: int) -> tuple[float, Callable[[int], float]]:
+        """(server lr, client c -> lr) at server step ``step``."""
+        base = self.optimizers().optimizer.defaults["lr"]
+        server = base * self.server_schedule.factor(step, self.total_steps, self.steps_per_epoch)
+        client_base = self.bank.optimizers[0].defaults["lr"]
+        steps = self.bank.steps.tolist()
+
+        def client_lr(c: int) -> float:
+            factor = self.client_schedule.factor(
+                step, self.total_steps, self.steps_per_epoch, own_steps=steps[c]
+            )
+            return client_base * factor
+
+        return server, client_lr
+
+    # -- the algorithm ----------------------------------------------------------------------
+    def server_forward(self, latents: torch.Tensor, momentum: bool = False) -> torch.Tensor:
+        """Normalised projections [n, D] of client latents [n, *latent]."""
+        server, head = (self.server_momentum, self.head_momentum) if momentum else (self.server, self.head)
+        return F.normalize(head(server(latents)), dim=1)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        ids = batch["client_ids"].tolist()
+        query_images, key_images = batch["query"], batch["key"]
+        two_way = self.symmetric == "true"
+
+        # Clients (the original's order): momentum copies update, then encode the keys.
+        self.bank.update_momentum(ids)
+        key_latents = self.bank.encode_momentum(ids, key_images)
+        query_latents = self.bank.encode(ids, query_images)
+        if two_way:
+            key_latents_swapped = self.bank.encode_momentum(ids, query_images)
+            query_latents_swapped = self.bank.encode(ids, key_images)
+
+        # What crosses the cut: (online inputs, their momentum keys' inputs, which carry client grads)
+        if two_way:
+            online_in = [query_latents, query_latents_swapped]
+            keys_in = [key_latents, key_latents_swapped]
+            with_client_grad = online_in
+        elif self.symmetric == "legacy":
+            # Bug 4 kept on purpose: the second term feeds the momentum clients' latents to the
+            # online server, so the clients only learn from the first term.
+            online_in = [query_latents, key_latents]
+            keys_in = [key_latents, query_latents]
+            with_client_grad = [query_latents]
+        else:
+            online_in, keys_in, with_client_grad = [query_latents], [key_latents], [query_latents]
+
+        # Server: momentum copy first, then one online pass over every term (GroupNorm is
+        # per sample, so batching the terms is exact).
+        update_momentum(
+            list(self.server.parameters()) + list(self.head.parameters()),
+            list(self.server_momentum.parameters()) + list(self.head_momentum.parameters()),
+            self.ema_decay,
+        )
+        server_in = torch.cat([z.detach() for z in online_in]).requires_grad_(True)
+        queries = self.server_forward(server_in).chunk(len(online_in))
+        with torch.no_grad():
+            keys = self.server_forward(torch.cat([z.detach() for z in keys_in]), momentum=True)
+        keys = keys.float().chunk(len(keys_in))
+        negatives = self.queue.keys
+        terms = [info_nce(q.float(), k, negatives, self.temperature) for q, k in zip(queries, keys)]
+        losses = [t[0] for t in terms]
+        loss = sum(losses) if self.symmetric == "legacy" else sum(losses) / len(losses)
+
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        # The gradient at the cut goes back to the clients, each its own slice.
+        grads = server_in.grad.chunk(len(online_in))[: len(with_client_grad)]
+        torch.autograd.backward(with_client_grad, grads)
+
+        server_lr, client_lr = self.learning_rates(self.trainer.global_step)
+        for group in optimizer.param_groups:
+            group["lr"] = server_lr
+        optimizer.step()
+        self.bank.step(ids, client_lr)
+        self.queue.enqueue(torch.cat(keys))
+
+        self.log_step(loss, terms[0][1], queries[0], server_lr, sum(map(client_lr, ids)) / len(ids))
+        return loss.detach()
+
+    def log_step(
+        self,
+        loss: torch.Tensor,
+        logits: torch.Tensor,
+        queries: torch.Tensor,
+        server_lr: float,
+        client_lr: float,
+    ) -> None:
+        feature_std = queries.detach().float().std(dim=0).mean()
+        self.log("train/loss", loss.detach(), prog_bar=True)
+        self.log("train/contrastive_acc", contrastive_accuracy(logits.detach()), prog_bar=True)
+        self.log("train/feature_std", feature_std)
+        self.log("lr/server", server_lr)
+        self.log("lr/client", client_lr)
+        relative = float(feature_std) * math.sqrt(queries.shape[1])
+        if relative < COLLAPSE_THRESHOLD and not self._collapse_warned:
+            self._collapse_warned = True
+            rank_zero_warn(
+                f"train/feature_std is {float(feature_std):.2e} ({relative:.3f} of a uniform "
+                "spread): the features are collapsing; lower the learning rate or check the data"
+            )
+
+    # -- evaluation hooks -------------------------------------------------------------------
+    @torch.no_grad()
+    def encoder(self, feature: str = "backbone") -> nn.Module:
+        """A frozen, eval-mode copy of the full network: averaged client model, then the server.
+
+        ``feature="backbone"`` ends at the pooled backbone feature [B, feature_dim];
+        ``"head"`` adds the projection head [B, head_out_dim] (the original's kNN feature).
+        """
+        if feature not in ("backbone", "head"):
+            raise ConfigError(f"feature={feature!r}: choose backbone or head")
+        parts = [self.bank.averaged_client(), copy.deepcopy(self.server)]
+        if feature == "head":
+            parts.append(copy.deepcopy(self.head))
+        return nn.Sequential(*parts).eval().requires_grad_(False)

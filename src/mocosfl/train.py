@@ -1,0 +1,90 @@
+"""Train MocoSFL: ``python -m mocosfl.train data=cifar10 sfl.num_clients=100 ...``."""
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+import mocosfl  # noqa: F401  (registers the config resolvers)
+from mocosfl.errors import ConfigError
+from mocosfl.utils.plots import label_histogram
+from mocosfl.utils.run import instantiate_each, user_errors, write_metrics
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Settings no single object can judge on its own."""
+    if cfg.model.norm == "bn" and cfg.sfl.client_batch_size < 8:
+        raise ConfigError(
+            f"model.norm=bn needs sfl.client_batch_size >= 8 (got {cfg.sfl.client_batch_size}): "
+            "batch statistics of a few images are noise; use model.norm=gn"
+        )
+    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist")
+
+
+def save_partition(datamodule: Any, trainer: L.Trainer, out_dir: Path) -> None:
+    """Keep the run's partition next to its checkpoints and show it in W&B."""
+    np.savez_compressed(out_dir / "partition.npz", **datamodule.partition_state())
+    fig = label_histogram(datamodule.label_counts(), datamodule.classes)
+    fig.savefig(out_dir / "partition.png", dpi=100)
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            logger.experiment.log({"data/partition": wandb.Image(fig)})
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Build everything from the config, fit, and write ``metrics.json``; returns its content."""
+    if cfg.get("num_threads"):
+        torch.set_num_threads(cfg.num_threads)
+    check_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("fit")  # every data check runs now, before any model is built
+    split_model = hydra.utils.instantiate(cfg.model)
+    module = hydra.utils.instantiate(
+        cfg.module, split_model=split_model, client_sizes=datamodule.client_sizes.tolist()
+    )
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=instantiate_each(cfg.callbacks), logger=instantiate_each(cfg.logger)
+    )
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    if trainer.is_global_zero:
+        save_partition(datamodule, trainer, out_dir)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if trainer.interrupted:
+        return {}
+    trainer.save_checkpoint(out_dir / "checkpoints" / "final.ckpt")
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    return write_metrics(
+        out_dir / "metrics.json", metrics, seed=cfg.seed, global_step=trainer.global_step
+    )
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns ``optimized_metric`` for sweepers."""
+    try:
+        with user_errors():
+            metrics = train(cfg)
+    finally:
+        import wandb
+
+        wandb.finish()
+    name = cfg.get("optimized_metric")
+    return metrics.get(name) if name else None
+
+
+if __name__ == "__main__":
+    main()
