@@ -54,11 +54,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = hydra.utils.instantiate(
         cfg.module, split_model=split_model, client_sizes=datamodule.client_sizes.tolist()
     )
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=instantiate_each(cfg.callbacks), logger=instantiate_each(cfg.logger)
     )
     for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(module.run_config)
     if trainer.is_global_zero:
         save_partition(datamodule, trainer, out_dir)
 

@@ -92,6 +92,9 @@ class MocoSFL(L.LightningModule):
         self.server_optimizer_factory = server_optimizer
         self.server_schedule = LRSchedule(server_schedule)
         self.client_schedule = LRSchedule(client_schedule, legacy_client_period)
+        # The resolved run config, stored in every checkpoint so that a checkpoint alone can
+        # rebuild its model and data (set by the entry point).
+        self.run_config: dict[str, Any] | None = None
         self._pending_client_optimizers: list[dict] | None = None
         self._collapse_warned = False
 
@@ -109,9 +112,12 @@ class MocoSFL(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["client_optimizers"] = self.bank.optimizer_state()
+        checkpoint["run_config"] = self.run_config
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        # Plain types and tensors only, so the checkpoint loads with torch.load(weights_only=True).
         checkpoint["rng_states"] = {
             "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state(),
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
             "python": random.getstate(),
         }
 
@@ -120,7 +126,8 @@ class MocoSFL(L.LightningModule):
         rng = checkpoint.get("rng_states")
         if rng:
             torch.set_rng_state(rng["torch"])
-            np.random.set_state(rng["numpy"])
+            kind, keys, *rest = rng["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
             random.setstate(rng["python"])
 
     @property
@@ -228,8 +235,11 @@ class MocoSFL(L.LightningModule):
         self.log("train/feature_std", feature_std)
         self.log("lr/server", server_lr)
         self.log("lr/client", client_lr)
+        # A random network maps all images close together, so only a spread that is still
+        # (or again) near zero after the first epoch means collapse.
         relative = float(feature_std) * math.sqrt(queries.shape[1])
-        if relative < COLLAPSE_THRESHOLD and not self._collapse_warned:
+        trained = self.trainer.global_step >= self.steps_per_epoch
+        if trained and relative < COLLAPSE_THRESHOLD and not self._collapse_warned:
             self._collapse_warned = True
             rank_zero_warn(
                 f"train/feature_std is {float(feature_std):.2e} ({relative:.3f} of a uniform "

@@ -1,0 +1,180 @@
+"""The Hydra entry point end to end on synthetic data: outputs, exact resume, bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from omegaconf import open_dict
+
+from mocosfl.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "data=synthetic",
+    "data.image_size=16",
+    "data.val_images=16",
+    "data.synthetic.train_size=64",
+    "data.synthetic.test_size=32",
+    "data.num_workers=0",
+    "model.width=8",
+    "module.head_hidden_dim=32",
+    "module.head_out_dim=16",
+    "trainer=cpu",
+    "logger=csv",
+    "~callbacks.progress",
+    "sfl.num_clients=4",
+    "sfl.clients_per_step=2",
+    "sfl.client_batch_size=4",
+    "sfl.sync_every=3",
+    "sfl.queue_size=40",
+    "num_threads=1",
+]  # 48 training images at a server batch of 8: 6 steps an epoch, rounds of 3 steps
+
+
+def test_train_writes_metrics_checkpoints_and_partition(compose_train):
+    cfg = compose_train([*TINY, "trainer.max_epochs=2", "callbacks.knn.k=5"])
+    metrics = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == metrics
+    for key in ("train/loss", "val/knn_top1", "test/knn_top1", "fl/divergence", "fl/syncs"):
+        assert key in saved, key
+    assert 0.0 <= saved["test/knn_top1"] <= 100.0
+    assert saved["fl/syncs"] == 4  # 12 steps in rounds of 3
+    assert saved["seed"] == 1234 and saved["global_step"] == 12
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert (out / "checkpoints" / "final.ckpt").is_file()
+    parts = dict(__import__("numpy").load(out / "partition.npz"))
+    assert parts, "partition.npz is empty"
+    assert (out / "partition.png").is_file()
+
+
+def flat_state(ckpt_path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor that must continue exactly: weights, momentum copies, queue, optimizers."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    state = {f"model/{k}": v for k, v in ckpt["state_dict"].items()}
+    optimizers = {"server": ckpt["optimizer_states"][0]["state"]}
+    optimizers.update({f"client{c}": s["state"] for c, s in enumerate(ckpt["client_optimizers"])})
+    for name, per_param in optimizers.items():
+        for index, buffers in per_param.items():
+            for key, value in buffers.items():
+                if torch.is_tensor(value):
+                    state[f"opt/{name}/{index}/{key}"] = value
+    return state
+
+
+class InterruptAt(L.Callback):
+    """Presses Ctrl-C just before step ``step`` + 1, after the checkpoint of step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    "k, workers",
+    [(6, 0), (4, 0), pytest.param(4, 2, marks=pytest.mark.slow)],
+    ids=["epoch-boundary", "mid-round", "mid-round-2-workers"],
+)
+def test_resume_continues_exactly(compose_train, tmp_path, k, workers):
+    """2k steps in one go equal k steps, a Ctrl-C, and a resume from the step-k checkpoint."""
+    common = [*TINY, "~callbacks.knn", f"data.num_workers={workers}", f"trainer.max_steps={2 * k}"]
+    common += [f"callbacks.checkpoint.every_n_train_steps={k}"]
+
+    straight = compose_train(common)
+    train(straight)
+    straight_ckpt = Path(straight.paths.output_dir) / "checkpoints" / f"step_{2 * k:07d}.ckpt"
+
+    interrupted = compose_train(common)
+    interrupted.paths.output_dir = str(tmp_path / "interrupted")
+    with open_dict(interrupted):
+        interrupted.callbacks.interrupt = {"_target_": f"{__name__}.InterruptAt", "step": k}
+    with pytest.raises((SystemExit, KeyboardInterrupt)):
+        train(interrupted)
+    checkpoint = tmp_path / "interrupted" / "checkpoints" / f"step_{k:07d}.ckpt"
+    resumed = compose_train([*common, f"ckpt_path={checkpoint}"])
+    resumed.paths.output_dir = str(tmp_path / "resumed")
+    train(resumed)
+    resumed_ckpt = tmp_path / "resumed" / "checkpoints" / f"step_{2 * k:07d}.ckpt"
+
+    want, got = flat_state(straight_ckpt), flat_state(resumed_ckpt)
+    assert want.keys() == got.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-6, msg=name)
+
+
+def run_cli(*overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mocosfl.train", *overrides],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env={**__import__("os").environ, "WANDB_MODE": "disabled"},
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["sfl.cut_layer=99"], "valid cut layers are 1..8"),
+        (["sfl.num_clients=100000"], "clients"),
+        (["sfl.clients_per_step=5", "sfl.num_clients=4"], "clients_per_step"),
+        (["ckpt_path=/nonexistent/last.ckpt"], "does not exist"),
+        (["data=imagefolder", "data.root=/nonexistent/folder"], "/nonexistent/folder"),
+        (["model.norm=bn", "sfl.client_batch_size=1"], "client_batch_size >= 8"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path, overrides, message):
+    keys = [o.split("=")[0] for o in overrides]
+    tiny = [o for o in TINY if not any(o.startswith((f"{k}=", f"{k}.")) for k in keys)]
+    result = run_cli(*tiny, f"hydra.run.dir={tmp_path}", *overrides)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and message in lines[-1], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("group, value", [("data", "mnist"), ("model", "resnet9")])
+def test_unknown_dataset_or_model_lists_the_choices(tmp_path, group, value):
+    result = run_cli(f"{group}={value}", f"hydra.run.dir={tmp_path}")
+    assert result.returncode != 0
+    assert f"Could not find '{group}/{value}'" in result.stderr
+    assert "Available options" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bf16_mixed_precision_trains(compose_train):
+    cfg = compose_train([*TINY, "~callbacks.knn", "trainer.max_steps=3", "trainer.precision=bf16-mixed"])
+    metrics = train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_trains_on_gpu_with_bf16(compose_train):
+    cfg = compose_train(
+        [*TINY, "trainer=gpu", "trainer.max_steps=6", "callbacks.knn.k=5", "trainer.devices=1"]
+    )
+    metrics = train(cfg)
+    assert 0.0 <= metrics["test/knn_top1"] <= 100.0
+
+
+@pytest.mark.slow
+def test_wandb_logger_runs_offline_without_api_key(compose_train, monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    cfg = compose_train([*TINY, "~callbacks.knn", "trainer.max_steps=2", "logger=wandb"])
+    train(cfg)
+    import wandb
+
+    wandb.finish()
+    assert list(Path(cfg.paths.output_dir).rglob("offline-run-*")), "no offline W&B run written"
