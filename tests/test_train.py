@@ -130,6 +130,7 @@ def run_cli(*overrides: str) -> subprocess.CompletedProcess:
         (["ckpt_path=/nonexistent/last.ckpt"], "does not exist"),
         (["data=imagefolder", "data.root=/nonexistent/folder"], "/nonexistent/folder"),
         (["model.norm=bn", "sfl.client_batch_size=1"], "client_batch_size >= 8"),
+        (["~callbacks.fedavg"], "sfl.sync_every=0"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, overrides, message):

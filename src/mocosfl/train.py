@@ -11,6 +11,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 import mocosfl  # noqa: F401  (registers the config resolvers)
+from mocosfl.callbacks import FedAvgCallback
 from mocosfl.errors import ConfigError
 from mocosfl.utils.plots import label_histogram
 from mocosfl.utils.run import instantiate_each, user_errors, write_metrics
@@ -55,8 +56,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.module, split_model=split_model, client_sizes=datamodule.client_sizes.tolist()
     )
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    callbacks = instantiate_each(cfg.callbacks)
+    if not any(isinstance(cb, FedAvgCallback) for cb in callbacks):
+        raise ConfigError(
+            "callbacks.fedavg is missing: FedAvg cannot be dropped silently; "
+            "set sfl.sync_every=0 to train without FedAvg"
+        )
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=instantiate_each(cfg.callbacks), logger=instantiate_each(cfg.logger)
+        cfg.trainer, callbacks=callbacks, logger=instantiate_each(cfg.logger)
     )
     for logger in trainer.loggers:
         logger.log_hyperparams(module.run_config)

@@ -542,6 +542,20 @@ class FederatedDataModule(L.LightningDataModule):
             "client_offsets": offsets,
         }
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The partition, stored in every checkpoint (as tensors: loads with weights_only)."""
+        return {k: torch.from_numpy(v) for k, v in self.partition_state().items()}
+
+    def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Refuse to resume on a partition other than the checkpoint's (other data or seed)."""
+        for key, value in self.partition_state().items():
+            saved = state_dict.get(key)
+            if saved is None or not np.array_equal(saved.numpy(), value):
+                raise ConfigError(
+                    f"the checkpoint's data partition ({key}) differs from the one rebuilt from "
+                    "this config: resume with the run's own data, seed and sfl/data settings"
+                )
+
     # -- pools --------------------------------------------------------------------------------
     def pool_for_step(self, t: int) -> np.ndarray:
         """Sorted client ids of step ``t``."""
