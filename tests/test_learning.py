@@ -7,19 +7,16 @@ the same network at its random initialisation by at least 4 points.
 """
 
 import json
-import tarfile
 from pathlib import Path
 
 import hydra
 import lightning as L
 import pytest
 import torch
-from torchmetrics.functional.classification import multiclass_accuracy
 
-from mocosfl.evaluation import extract_features, knn_predict
+from mocosfl.evaluation import accuracy, extract_features, knn_predict
 from mocosfl.train import train
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 STEPS = 150
 SETTINGS = [
     "data=imagefolder",
@@ -42,24 +39,13 @@ SETTINGS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def cifar10_root(tmp_path_factory) -> Path:
-    if not SHARED_DATA.is_file():
-        pytest.skip(f"real CIFAR-10 not found at {SHARED_DATA}")
-    root = tmp_path_factory.mktemp("cifar")
-    with tarfile.open(SHARED_DATA) as archive:
-        archive.extractall(root, filter="data")
-    return root / "cifar10-jpeg"
-
-
 def knn_test_top1(module, datamodule) -> tuple[float, int]:
     """kNN top-1 (%) on the test split and the number of test images."""
     encoder = module.encoder("backbone")
     bank, bank_labels = extract_features(encoder, datamodule.eval_dataloader("train"))
     queries, labels = extract_features(encoder, datamodule.eval_dataloader("test"))
     scores = knn_predict(queries, bank, bank_labels, datamodule.num_classes, k=200, temperature=0.1)
-    top1 = multiclass_accuracy(scores, labels, num_classes=10, average="micro")
-    return float(top1) * 100, len(labels)
+    return accuracy(scores, labels, datamodule.num_classes), len(labels)
 
 
 @pytest.mark.slow

@@ -1,9 +1,8 @@
 """Online kNN monitor: validation every few epochs, test once at the end."""
 
 import lightning as L
-from torchmetrics.functional.classification import multiclass_accuracy
 
-from mocosfl.evaluation import extract_features, knn_predict
+from mocosfl.evaluation import accuracy, knn_predict, split_features
 from mocosfl.utils.logging import log_now
 
 
@@ -30,19 +29,12 @@ class KNNMonitor(L.Callback):
         self.test_at_end = test_at_end
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, split: str) -> float:
-        datamodule = trainer.datamodule
-        encoder = pl_module.encoder(self.feature)
-        bank, bank_labels = extract_features(
-            encoder, datamodule.eval_dataloader("train"), pl_module.device
-        )
-        queries, labels = extract_features(encoder, datamodule.eval_dataloader(split), pl_module.device)
-        scores = knn_predict(
-            queries, bank, bank_labels, datamodule.num_classes, self.k, self.temperature
-        )
-        top1 = multiclass_accuracy(
-            scores, labels, num_classes=datamodule.num_classes, average="micro"
-        )
-        return float(top1) * 100.0
+        num_classes = trainer.datamodule.num_classes
+        # Shared with the linear probe: the features are extracted once per step.
+        bank, bank_labels = split_features(trainer, pl_module, self.feature, "train")
+        queries, labels = split_features(trainer, pl_module, self.feature, split)
+        scores = knn_predict(queries, bank, bank_labels, num_classes, self.k, self.temperature)
+        return accuracy(scores, labels, num_classes)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:

@@ -1,6 +1,23 @@
-"""Evaluation of frozen encoders: feature extraction and the kNN classifier."""
+"""Evaluation of frozen encoders: feature extraction, the kNN classifier and the probe."""
 
+from mocosfl.evaluation.cache import split_features
 from mocosfl.evaluation.features import extract_features
 from mocosfl.evaluation.knn import knn_predict
+from mocosfl.evaluation.linear import (
+    ProbeResult,
+    ProbeSettings,
+    accuracy,
+    balanced_subset,
+    train_probe,
+)
 
-__all__ = ["extract_features", "knn_predict"]
+__all__ = [
+    "ProbeResult",
+    "ProbeSettings",
+    "accuracy",
+    "balanced_subset",
+    "extract_features",
+    "knn_predict",
+    "split_features",
+    "train_probe",
+]

@@ -1,0 +1,141 @@
+"""Evaluate a checkpoint: ``python -m mocosfl.eval ckpt_path=... eval=linear|semi10|semi1|knn``.
+
+The model and the data split come from the checkpoint's run config; the probe is the one the
+training run's callback uses (:func:`mocosfl.evaluation.train_probe`), here with the paper's
+settings. Writes ``metrics.json`` (``val/<name>_top1``, ``test/<name>_top1``) and, for probes,
+``probe.json`` (learning curve, per-class accuracy, confusion matrix) into the run directory.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+import mocosfl  # noqa: F401  (registers the config resolvers)
+from mocosfl.api import load_datamodule, load_module
+from mocosfl.errors import ConfigError
+from mocosfl.evaluation import (
+    ProbeResult,
+    ProbeSettings,
+    accuracy,
+    extract_features,
+    knn_predict,
+    train_probe,
+)
+from mocosfl.utils.run import instantiate_each, user_errors, write_metrics
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+KINDS = ("probe", "knn")
+SPLITS = ("train", "val", "test")
+Split = tuple[torch.Tensor, torch.Tensor]  # (features [N, D], labels [N])
+
+
+def probe_preset(name: str, **overrides: Any) -> ProbeSettings:
+    """The probe settings of ``eval=<name>`` (linear, semi10, semi1), with ``overrides``.
+
+    For notebooks and scripts; composes ``conf/eval.yaml``, so call it outside a Hydra app.
+    """
+    with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra.compose("eval", overrides=[f"eval={name}"])
+    if cfg.eval.kind != "probe":
+        raise ConfigError(f"eval={name} is not a probe; choose linear, semi10 or semi1")
+    return ProbeSettings.from_config({**cfg.eval.probe, **overrides})
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def knn_metrics(
+    feats: dict[str, Split], num_classes: int, name: str, k: int, temperature: float
+) -> dict[str, float]:
+    """kNN top-1 of the val and test features against the training features as the bank."""
+    bank, bank_labels = feats["train"]
+    metrics = {}
+    for split in ("val", "test"):
+        queries, labels = feats[split]
+        scores = knn_predict(queries, bank, bank_labels, num_classes, k, temperature)
+        metrics[f"{split}/{name}_top1"] = accuracy(scores, labels, num_classes)
+    return metrics
+
+
+def log_run(
+    loggers: list[Logger],
+    hyperparams: dict[str, Any],
+    metrics: dict[str, float],
+    result: ProbeResult | None,
+) -> None:
+    """Send the config, the probe's learning curve (one step an epoch) and the final metrics."""
+    curve = list(zip(result.val_curve, result.train_loss, strict=True)) if result else []
+    for logger in loggers:
+        logger.log_hyperparams(hyperparams)
+        for epoch, (val, loss) in enumerate(curve, 1):
+            logger.log_metrics({"probe/val_top1": val, "probe/train_loss": loss}, step=epoch)
+        logger.log_metrics(metrics, step=len(curve))  # W&B steps only move forward
+        logger.finalize("success")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Score ``cfg.ckpt_path`` as ``cfg.eval`` says, log it, and write ``metrics.json``;
+    returns its content."""
+    if not cfg.ckpt_path:
+        raise ConfigError("ckpt_path is required, e.g. ckpt_path=<run dir>/checkpoints/final.ckpt")
+    kind, name = cfg.eval.kind, cfg.eval.name
+    if kind not in KINDS:
+        raise ConfigError(f"eval.kind={kind!r}; choose {' or '.join(KINDS)}")
+    settings = ProbeSettings.from_config(cfg.eval.probe) if kind == "probe" else None
+    if cfg.get("num_threads"):
+        torch.set_num_threads(cfg.num_threads)
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    module = load_module(cfg.ckpt_path)
+    seed = module.run_config["seed"] if cfg.seed is None else cfg.seed
+    datamodule = load_datamodule(
+        cfg.ckpt_path, **{k: v for k, v in cfg.data.items() if v is not None}
+    )
+    datamodule.setup()
+    encoder = module.encoder(cfg.eval.feature)
+    device = resolve_device(cfg.device)
+    feats = {s: extract_features(encoder, datamodule.eval_dataloader(s), device) for s in SPLITS}
+    num_classes = datamodule.num_classes
+
+    result = None
+    if settings is None:
+        metrics = knn_metrics(feats, num_classes, name, cfg.eval.k, cfg.eval.temperature)
+    else:
+        result = train_probe(
+            feats["train"], feats["val"], num_classes, settings, seed, test=feats["test"]
+        )
+        metrics = {f"val/{name}_top1": result.val_top1, f"test/{name}_top1": result.test_top1}
+        (out_dir / "probe.json").write_text(
+            json.dumps({"classes": datamodule.classes, **result.to_dict()}, indent=1) + "\n"
+        )
+    hyperparams = {**OmegaConf.to_container(cfg, resolve=True), "seed": seed}
+    hyperparams["run"] = module.run_config  # the training run's settings, to filter runs by
+    log_run(instantiate_each(cfg.logger), hyperparams, metrics, result)
+    return write_metrics(
+        out_dir / "metrics.json", metrics, seed=seed, eval=name, ckpt_path=str(cfg.ckpt_path)
+    )
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point."""
+    try:
+        with user_errors():
+            evaluate(cfg)
+    finally:
+        import wandb
+
+        wandb.finish()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""notebooks/linear_eval.ipynb runs through papermill on a tiny checkpoint, on the project's
+kernel, and records the numbers the standalone evaluation gives."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from helpers import ROOT, compose_eval, ensure_kernel
+from test_train import TINY
+
+from mocosfl.eval import evaluate
+from mocosfl.train import train
+
+NOTEBOOK = ROOT / "notebooks" / "linear_eval.ipynb"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _kernel():
+    """Register the kernel once, outside the timing of the test that uses it."""
+    ensure_kernel()
+
+
+def test_notebook_is_committed_clean():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
+    assert set(nb.metadata) <= {"kernelspec", "language_info"}
+
+
+def test_notebook_records_the_evaluation(compose_train, tmp_path):
+    import papermill
+
+    cfg = compose_train(
+        [*TINY, "~callbacks.knn", "~callbacks.linear_probe", "trainer.max_epochs=2"]
+    )
+    train(cfg)
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "final.ckpt"
+    expected = evaluate(
+        compose_eval(
+            tmp_path / "eval",
+            [
+                f"ckpt_path={ckpt}",
+                "eval=linear",
+                "eval.probe.epochs=5",
+                "eval.probe.label_fraction=0.5",
+            ],
+        )
+    )
+    probe = json.loads((tmp_path / "eval" / "probe.json").read_text())
+
+    results_path = tmp_path / "results.json"
+    out = tmp_path / "linear_eval.out.ipynb"
+    papermill.execute_notebook(
+        str(NOTEBOOK),
+        str(out),
+        parameters={
+            "ckpt_path": str(ckpt),
+            "eval_kind": "linear",
+            "epochs": 5,
+            "label_fraction": 0.5,
+            "results_path": str(results_path),
+        },
+        kernel_name=ensure_kernel(),
+        cwd=str(ROOT),
+        progress_bar=False,
+    )
+    got = json.loads(results_path.read_text())
+    assert got["test_top1"] == expected["test/linear_top1"]
+    assert got["val_top1"] == expected["val/linear_top1"]
+    for key in ("val_curve", "epoch", "num_labelled", "test_per_class", "test_confusion"):
+        assert got[key] == probe[key], key
+    assert got["seed"] == cfg.seed and got["settings"]["epochs"] == 5
+    assert got["feature_dim"] == 64 and got["num_test"] == 32
+    assert sum(map(sum, got["test_confusion"])) == 32
+    first, second = got["pca_explained_variance"]
+    assert 0 < second <= first and first + second <= 1 + 1e-9
+
+    executed = nbformat.read(out, as_version=4)
+    figures = [
+        o for c in executed.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})
+    ]
+    assert len(figures) == 4, "learning curve, per-class accuracy, confusion matrix, PCA"
