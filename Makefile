@@ -4,10 +4,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATASET ?= cifar10
+EVAL ?= linear
+CKPT ?=
 ARGS ?=
 PYTEST_ARGS ?=
+RUNS ?= logs
+SWEEP ?=
+SWEEP_ID ?=
+WANDB := $(VENV)/bin/wandb
 
-.PHONY: help venv train demo test test-fast bench clean
+.PHONY: help venv train eval attack demo test test-fast bench table sweep agent sweep-local clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -16,12 +22,19 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name mocosfl --display-name "Python (mocosfl)"
 	touch $(STAMP)
 
 venv: $(STAMP)  ## create .venv and install the project (done by every target on first use)
 
 train: $(STAMP)  ## train: make train DATASET=cifar10|cifar100|imagefolder|synthetic ARGS="key=value ..."
 	$(PY) -m mocosfl.train data=$(DATASET) $(ARGS)
+
+eval: $(STAMP)  ## evaluate a checkpoint: make eval CKPT=<run>/checkpoints/final.ckpt EVAL=linear|semi10|semi1|knn
+	$(PY) -m mocosfl.eval ckpt_path=$(CKPT) eval=$(EVAL) $(ARGS)
+
+attack: $(STAMP)  ## model-inversion attack on a checkpoint: make attack CKPT=<run>/checkpoints/final.ckpt
+	$(PY) -m mocosfl.attack ckpt_path=$(CKPT) $(ARGS)
 
 demo: $(STAMP)  ## a short run on synthetic data (1-2 minutes on a CPU)
 	$(PY) -m mocosfl.train experiment=demo $(ARGS)
@@ -34,6 +47,27 @@ test-fast: $(STAMP)  ## the quick subset (no slow tests)
 
 bench: $(STAMP)  ## step time: MocoSFL with 1, 10, 100 clients against centralized MoCo
 	$(PY) benchmarks/step_time.py $(ARGS)
+
+table: $(STAMP)  ## mean ± std over seeds 1234-1236 of the finished paper rows: make table [RUNS=logs]
+	$(PY) -m mocosfl.table --runs $(RUNS)
+
+# `wandb sweep` ends with "Run sweep agent with: wandb agent <entity/project/id>"; that path
+# starts the agent (ANSI colours are stripped in case the output is styled).
+sweep: $(STAMP)  ## create a W&B sweep from conf/sweep/<name>.yaml and start an agent: make sweep SWEEP=<name>
+	@test -n "$(SWEEP)" || { echo "error: name a sweep: make sweep SWEEP=<file in conf/sweep without .yaml>" >&2; exit 2; }
+	@id=$$($(WANDB) sweep conf/sweep/$(SWEEP).yaml 2>&1 | tee /dev/stderr \
+		| sed -e 's/\x1b\[[0-9;]*m//g' -n -e 's/.*wandb agent //p' | tail -n 1); \
+	test -n "$$id" || { echo "error: wandb sweep printed no sweep id (see above)" >&2; exit 1; }; \
+	$(MAKE) --no-print-directory agent SWEEP_ID=$$id
+
+# The agent starts each run as `/usr/bin/env python -m mocosfl.train ...`: .venv/bin goes first
+# on PATH so that this `python` is the project's.
+agent: $(STAMP)  ## start one more agent on a sweep: make agent SWEEP_ID=<entity/project/id>
+	@test -n "$(SWEEP_ID)" || { echo "error: make agent SWEEP_ID=<entity/project/id>" >&2; exit 2; }
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(WANDB) agent $(SWEEP_ID)
+
+sweep-local: $(STAMP)  ## Hydra multirun, no W&B sweep: make sweep-local ARGS="sfl.num_clients=5,20 sfl.cut_layer=1,2"
+	$(PY) -m mocosfl.train --multirun $(ARGS)
 
 clean:  ## remove run outputs (keeps .venv and data)
 	rm -rf logs outputs .pytest_cache

@@ -128,13 +128,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    try:
-        with user_errors():
-            evaluate(cfg)
-    finally:
-        import wandb
-
-        wandb.finish()
+    with user_errors():
+        evaluate(cfg)
 
 
 if __name__ == "__main__":

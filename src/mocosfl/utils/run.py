@@ -27,15 +27,26 @@ def find_config_error(exc: BaseException) -> ConfigError | None:
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a ConfigError anywhere in the chain into one line on stderr and exit code 2."""
+    """The frame of every entry point's job.
+
+    A ConfigError anywhere in the chain becomes one line on stderr and exit code 2; any other
+    error propagates. The W&B run is always closed, marked failed when the job failed, so that a
+    sweep agent records the failure and goes on to its next run.
+    """
+    failed = True
     try:
         yield
+        failed = False
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user error
         error = find_config_error(exc)
         if error is None:
             raise
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        import wandb
+
+        wandb.finish(exit_code=1 if failed else 0)
 
 
 def instantiate_each(cfg: DictConfig | None) -> list[Any]:

@@ -1,0 +1,286 @@
+"""Sweeps: W&B sweep files, the Optuna search, Hydra multiruns and the table of finished runs.
+
+No W&B server is needed: every sweep parameter is rendered as W&B's agent renders it and
+composed with Hydra together with the sweep's fixed overrides. A two-job multirun and a two-trial
+Optuna search run for real on tiny settings, and `mocosfl.table` summarises the multirun.
+"""
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytest
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep
+from omegaconf import OmegaConf
+from test_train import TINY
+from wandb.sdk.launch.sweeps.utils import create_sweep_command_args  # the agent's own rendering
+
+from mocosfl import table
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = sorted((ROOT / "conf" / "sweep").glob("*.yaml"))
+# Top-level keys of W&B's sweep configuration format.
+SWEEP_KEYS = {"program", "method", "metric", "parameters", "command", "name", "description"}
+SWEEP_KEYS |= {"project", "entity", "run_cap", "early_terminate"}
+DISTRIBUTIONS = {"uniform", "log_uniform_values", "int_uniform", "q_uniform", "normal"}
+# What a sweep may optimise: logged every epoch by the kNN monitor and the linear-probe callback
+# (test_multirun_jobs_log_every_metric_a_sweep_optimises checks that runs write them).
+OPTIMISABLE = {"val/knn_top1", "val/linear_top1"}
+LAUNCH = ["${env}", "${interpreter}", "-m", "mocosfl.train"]
+TINY_RUN = [*TINY, "trainer.max_steps=6", "callbacks.knn.k=5"]
+
+
+def load_sweep(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+def candidates(spec: dict[str, Any]) -> list[Any]:
+    """The values of one parameter worth composing: all listed ones, or a range's two ends."""
+    if "value" in spec:
+        return [spec["value"]]
+    if "values" in spec:
+        return list(spec["values"])
+    return [spec["min"], spec["max"]]
+
+
+def agent_arguments(sweep: dict[str, Any]) -> Iterator[tuple[dict[str, Any], list[str]]]:
+    """(parameters, command-line arguments) of the runs the agent would start.
+
+    Every point of a grid; for a search, each candidate of each parameter with the others at
+    their first candidate.
+    """
+    options = {key: candidates(spec) for key, spec in sweep["parameters"].items()}
+    if sweep["method"] == "grid":
+        points = [dict(zip(options, values)) for values in itertools.product(*options.values())]
+    else:
+        first = {key: values[0] for key, values in options.items()}
+        points = [{**first, key: v} for key, values in options.items() for v in values]
+    fixed = sweep["command"][len(LAUNCH) : -1]
+    for point in points:
+        rendered = create_sweep_command_args({"args": {k: {"value": v} for k, v in point.items()}})
+        yield point, [*fixed, *rendered["args_no_hyphens"]]
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
+def test_sweep_file_is_a_wandb_sweep_that_runs_the_hydra_app(path):
+    sweep = load_sweep(path)
+    assert set(sweep) <= SWEEP_KEYS
+    assert sweep["method"] in {"grid", "random", "bayes"}
+    assert sweep["metric"]["goal"] in {"maximize", "minimize"}
+    assert sweep["metric"]["name"] in OPTIMISABLE
+    # The agent reads `program` for every run even though the command runs the module.
+    assert (ROOT / sweep["program"]).is_file()
+    assert sweep["command"][: len(LAUNCH)] == LAUNCH
+    assert sweep["command"][-1] == "${args_no_hyphens}"  # key=value, as Hydra wants them
+    assert sweep["parameters"]
+    for name, spec in sweep["parameters"].items():
+        assert len({"value", "values", "distribution"} & set(spec)) == 1, name
+        if "distribution" in spec:
+            assert sweep["method"] != "grid", f"a grid cannot enumerate {name}'s distribution"
+            assert spec["distribution"] in DISTRIBUTIONS and spec["min"] < spec["max"], name
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
+def test_every_run_of_a_sweep_composes_as_the_agent_starts_it(compose_train, monkeypatch, path):
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sweep123")
+    monkeypatch.setenv("WANDB_RUN_ID", "run456")
+    built_models = set()
+    for point, arguments in agent_arguments(load_sweep(path)):
+        cfg = compose_train(arguments)
+        for key, value in point.items():
+            got = cfg.experiment_name if key == "experiment" else OmegaConf.select(cfg, key)
+            assert got == value, f"{key}={value} did not arrive: {got}"
+        # Every run gets its own directory, so parallel agents never share one.
+        assert HydraConfig.get().run.dir == str(ROOT / "logs/sweeps/sweep123/run456")
+        hydra.utils.instantiate(cfg.data)._check_settings()
+        model_key = OmegaConf.to_yaml(cfg.model, resolve=True)
+        if model_key not in built_models:
+            built_models.add(model_key)
+            hydra.utils.instantiate(cfg.model)
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_agent_rendered_booleans_reach_hydra_as_booleans(compose_train, value):
+    args = create_sweep_command_args({"args": {"sfl.sync_momentum": {"value": value}}})
+    assert args["args_no_hyphens"] == [f"sfl.sync_momentum={value}"]  # True / False
+    assert compose_train(args["args_no_hyphens"]).sfl.sync_momentum is value
+
+
+def test_optuna_search_composes_and_its_whole_space_is_valid(compose_train):
+    cfg = compose_train(["hparams_search=knn_optuna"])
+    sweeper = HydraConfig.get().sweeper
+    assert sweeper._target_.endswith("optuna_sweeper.OptunaSweeper")
+    assert sweeper.direction == "maximize" and cfg.optimized_metric == "val/knn_top1"
+    assert HydraConfig.get().mode.name == "MULTIRUN"
+    parser = OverridesParser.create()
+    for key, space in sweeper.params.items():
+        sweep = parser.parse_override(f"{key}={space}").value()
+        values = sweep.list if isinstance(sweep, ChoiceSweep) else [sweep.start, sweep.end]
+        for value in values:
+            assert OmegaConf.select(compose_train([f"{key}={value}"]), key) == value
+
+
+def run_train(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mocosfl.train", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env={**os.environ, "WANDB_MODE": "disabled", **(env or {})},
+    )
+
+
+@pytest.fixture(scope="module")
+def multirun_dir(tmp_path_factory) -> Path:
+    """Two jobs of a Hydra multirun (cut 1 and cut 2), named by an interpolated row name."""
+    sweep_dir = tmp_path_factory.mktemp("multirun")
+    result = run_train(
+        "-m",
+        *TINY_RUN,
+        "+experiment_name=tiny_cut${sfl.cut_layer}",
+        "sfl.cut_layer=1,2",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sweep_dir
+
+
+def test_multirun_runs_every_job_to_the_end(multirun_dir):
+    saved = sorted(multirun_dir.glob("*/metrics.json"))
+    assert [p.parent.name for p in saved] == ["0", "1"]
+    for path in saved:
+        assert json.loads(path.read_text())["global_step"] == 6
+
+
+def test_multirun_jobs_log_every_metric_a_sweep_optimises(multirun_dir):
+    metrics = json.loads((multirun_dir / "0" / "metrics.json").read_text())
+    assert OPTIMISABLE <= set(metrics)
+
+
+def test_table_prints_a_row_per_job_of_the_multirun(multirun_dir):
+    result = subprocess.run(
+        [sys.executable, "-m", "mocosfl.table", "--runs", str(multirun_dir)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("| experiment | variant | metric |")
+    rows = {line.split("|")[1].strip(): line for line in lines[2:]}
+    assert set(rows) == {"tiny_cut1", "tiny_cut2"}
+    assert "| fixed | test/linear_top1 | 1234 (of 3) |" in rows["tiny_cut1"]
+
+
+def test_optuna_search_runs_its_trials(tmp_path):
+    tiny = [o for o in TINY_RUN if not o.startswith("sfl.queue_size=")]  # searched
+    result = run_train(
+        "hparams_search=knn_optuna",
+        "hydra.sweeper.n_trials=2",
+        *tiny,
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list(tmp_path.glob("*/metrics.json"))) == 2
+    best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert set(best["best_params"]) == {"sfl.lr", "sfl.temperature", "sfl.queue_size"}
+    assert 0.0 <= best["best_value"] <= 100.0
+
+
+def test_failing_run_finishes_wandb_and_exits_nonzero_so_agents_go_on(tmp_path):
+    not_a_checkpoint = tmp_path / "broken.ckpt"
+    not_a_checkpoint.write_text("not a checkpoint")  # fails inside fit, after W&B started
+    result = run_train(
+        *TINY_RUN,
+        "logger=wandb",
+        f"ckpt_path={not_a_checkpoint}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)},
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*")), "W&B never started"
+
+
+# -- mocosfl.table on hand-made run directories ------------------------------------------------
+def fake_run(
+    root: Path,
+    name: str | None,
+    seed: int,
+    top1: float,
+    preset: str = "legacy",
+    age: int = 0,
+    **metrics: float,
+) -> Path:
+    """A finished run as train.py and Hydra leave it; ``age`` orders runs by mtime."""
+    run = root / f"{name}-{preset}-{seed}-{age}"
+    (run / ".hydra").mkdir(parents=True)
+    config = {"seed": seed, "paper": {"top1": 87.29, "attack_mse": 0.039, "attack_mse_std": 0.005}}
+    if name:
+        config["experiment_name"] = name
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    choices = {"hydra": {"runtime": {"choices": {"sfl": preset}}}}
+    (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(choices))
+    record = {"seed": seed, "test/linear_top1": top1, "test/knn_top1": top1 - 5, **metrics}
+    (run / "metrics.json").write_text(json.dumps(record))
+    os.utime(run / "metrics.json", (1000 + age, 1000 + age))
+    return run
+
+
+def test_table_averages_the_paper_seeds_per_row_and_variant(tmp_path):
+    row = "table3_c10_iid_100clients_cut1"
+    for seed, top1 in zip(table.PAPER_SEEDS, (80.0, 82.0, 90.0)):
+        fake_run(tmp_path, row, seed, top1, **{"attack/mse": 0.04})
+    fake_run(tmp_path, row, 1236, 84.0, age=1, **{"attack/mse": 0.04})  # a later re-run counts
+    fake_run(tmp_path, row, 7, 10.0)  # not a paper seed
+    fake_run(tmp_path, row, 1234, 70.0, preset="default")
+    fake_run(tmp_path, None, 1234, 10.0)  # not a paper row
+    rows = table.summarize(table.find_runs(tmp_path))
+    assert [(r.experiment, r.variant) for r in rows] == [(row, "fixed"), (row, "legacy")]
+    fixed, legacy = rows
+    assert legacy.values == {1234: 80.0, 1235: 82.0, 1236: 84.0}
+    assert legacy.measured() == "82.00 ± 2.00" and legacy.paper_value() == "87.29"
+    assert fixed.measured() == "70.00 (1 seed)"
+    text = table.format_table(rows)
+    assert f"| {row} | fixed | test/linear_top1 | 1234 (of 3) | 70.00 (1 seed) | 87.29 |" in text
+
+    mse = table.summarize(table.find_runs(tmp_path), metric="attack/mse")[1]
+    assert mse.measured() == "0.04 ± 0.00" and mse.paper_value() == "0.039 ± 0.005"
+
+
+def test_table_prefers_the_evaluation_of_a_runs_checkpoint(tmp_path):
+    run = fake_run(tmp_path / "train", "row", 1234, 80.0)
+    evaluation = tmp_path / "eval" / "run1"
+    evaluation.mkdir(parents=True)
+    record = {
+        "test/linear_top1": 86.5,
+        "seed": 1234,
+        "eval": "linear",
+        "ckpt_path": str(run / "checkpoints" / "final.ckpt"),
+    }
+    (evaluation / "metrics.json").write_text(json.dumps(record))
+    (only,) = table.summarize(table.find_runs(tmp_path))
+    assert only.values == {1234: 86.5}
+
+
+def test_table_falls_back_to_knn_and_says_when_nothing_is_found(tmp_path, capsys):
+    run = fake_run(tmp_path, "row", 1234, 80.0)
+    record = json.loads((run / "metrics.json").read_text())
+    del record["test/linear_top1"]
+    (run / "metrics.json").write_text(json.dumps(record))
+    assert table.summarize(table.find_runs(tmp_path))[0].metric == "test/knn_top1"
+    assert table.main(["--runs", str(tmp_path / "nothing-here")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert table.main(["--runs", str(tmp_path / "empty")]) == 1
+    assert "no finished run" in capsys.readouterr().err
