@@ -172,10 +172,9 @@ def test_wandb_logger_runs_offline_without_api_key(compose_train, monkeypatch, t
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     cfg = compose_train([*TINY, "~callbacks.knn", "trainer.max_steps=2", "logger=wandb"])
     train(cfg)
     import wandb
 
     wandb.finish()
-    assert list(Path(cfg.paths.output_dir).rglob("offline-run-*")), "no offline W&B run written"
+    assert list(tmp_path.rglob("offline-run-*")), "no offline W&B run written"

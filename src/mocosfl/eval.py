@@ -26,7 +26,7 @@ from mocosfl.evaluation import (
     knn_predict,
     train_probe,
 )
-from mocosfl.utils.run import instantiate_each, user_errors, write_metrics
+from mocosfl.utils.run import instantiate_each, user_errors, with_num_threads, write_metrics
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 KINDS = ("probe", "knn")
@@ -81,6 +81,7 @@ def log_run(
         logger.finalize("success")
 
 
+@with_num_threads
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score ``cfg.ckpt_path`` as ``cfg.eval`` says, log it, and write ``metrics.json``;
     returns its content."""
@@ -90,8 +91,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if kind not in KINDS:
         raise ConfigError(f"eval.kind={kind!r}; choose {' or '.join(KINDS)}")
     settings = ProbeSettings.from_config(cfg.eval.probe) if kind == "probe" else None
-    if cfg.get("num_threads"):
-        torch.set_num_threads(cfg.num_threads)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 

@@ -5,6 +5,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from lightning.pytorch.loggers import WandbLogger
@@ -13,8 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 import mocosfl  # noqa: F401  (registers the config resolvers)
 from mocosfl.callbacks import FedAvgCallback
 from mocosfl.errors import ConfigError
+from mocosfl.privacy.taressfl import init_from_checkpoint
 from mocosfl.utils.plots import label_histogram
-from mocosfl.utils.run import instantiate_each, user_errors, write_metrics
+from mocosfl.utils.run import instantiate_each, user_errors, with_num_threads, write_metrics
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -38,12 +40,12 @@ def save_partition(datamodule: Any, trainer: L.Trainer, out_dir: Path) -> None:
             import wandb
 
             logger.experiment.log({"data/partition": wandb.Image(fig)})
+    plt.close(fig)
 
 
+@with_num_threads
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from the config, fit, and write ``metrics.json``; returns its content."""
-    if cfg.get("num_threads"):
-        torch.set_num_threads(cfg.num_threads)
     check_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
@@ -56,6 +58,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.module, split_model=split_model, client_sizes=datamodule.client_sizes.tolist()
     )
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    if "init_from" in cfg:  # TAResSFL stage 2 starts from the stage-1 expert
+        init_from_checkpoint(module, cfg.init_from)
     callbacks = instantiate_each(cfg.callbacks)
     if not any(isinstance(cb, FedAvgCallback) for cb in callbacks):
         raise ConfigError(
@@ -83,13 +87,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns ``optimized_metric`` for sweepers."""
-    try:
-        with user_errors():
-            metrics = train(cfg)
-    finally:
-        import wandb
-
-        wandb.finish()
+    with user_errors():
+        metrics = train(cfg)
     name = cfg.get("optimized_metric")
     return metrics.get(name) if name else None
 

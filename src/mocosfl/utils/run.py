@@ -1,14 +1,16 @@
 """Shared pieces of the entry points: user errors, instantiation of config dicts, metrics.json."""
 
 import contextlib
+import functools
 import json
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import hydra
+import torch
 from omegaconf import DictConfig
 
 from mocosfl.errors import ConfigError
@@ -47,6 +49,26 @@ def user_errors() -> Iterator[None]:
         import wandb
 
         wandb.finish(exit_code=1 if failed else 0)
+
+
+Job = TypeVar("Job", bound=Callable[[DictConfig], Any])
+
+
+def with_num_threads(job: Job) -> Job:
+    """Run ``job(cfg)`` with torch's CPU thread count set to ``cfg.num_threads`` (when given) and
+    restore it afterwards, so an in-process call (tests, notebooks) leaves no global change."""
+
+    @functools.wraps(job)
+    def wrapper(cfg: DictConfig) -> Any:
+        previous = torch.get_num_threads()
+        if cfg.get("num_threads"):
+            torch.set_num_threads(cfg.num_threads)
+        try:
+            return job(cfg)
+        finally:
+            torch.set_num_threads(previous)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def instantiate_each(cfg: DictConfig | None) -> list[Any]:
