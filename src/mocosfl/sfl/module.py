@@ -209,6 +209,7 @@ class MocoSFL(L.LightningModule):
         self.manual_backward(loss)
         # The gradient at the cut goes back to the clients, each its own slice.
         grads = server_in.grad.chunk(len(online_in))[: len(with_client_grad)]
+        grads = self.cut_gradients(batch, with_client_grad, list(grads))
         torch.autograd.backward(with_client_grad, grads)
 
         server_lr, client_lr = self.learning_rates(self.trainer.global_step)
@@ -220,6 +221,14 @@ class MocoSFL(L.LightningModule):
 
         self.log_step(loss, terms[0][1], queries[0], server_lr, sum(map(client_lr, ids)) / len(ids))
         return loss.detach()
+
+    def cut_gradients(
+        self, batch: dict[str, Any], client_latents: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """The gradients sent back through the clients, one per tensor of ``client_latents``
+        (online latents [P * b, *latent], the query views' first). A hook for defences that add
+        a client-side term (TAResSFL); by default the server's gradients, unchanged."""
+        return grads
 
     def log_step(
         self,

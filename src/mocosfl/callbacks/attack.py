@@ -1,0 +1,79 @@
+"""Model-inversion attack on the current FedAvg client model, during and after training."""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.loggers import WandbLogger
+
+from mocosfl.privacy.attack import AttackResult, AttackSettings, run_attack, select_attack_images
+from mocosfl.utils.logging import log_now
+
+
+class AttackCallback(L.Callback):
+    """Runs :func:`mocosfl.privacy.run_attack` every ``every_n_epochs`` epochs (0: never) and at
+    the end of training, and logs ``attack/mse``, ``attack/ssim``, ``attack/psnr`` and, with a
+    W&B logger, ``attack/reconstructions`` (originals over reconstructions).
+
+    At the end it must run after the final FedAvg, so it comes after ``fedavg`` in the callbacks
+    dict (``callbacks=attack`` appends it). The images are those of ``python -m mocosfl.attack``
+    with the same settings and seed (:func:`select_attack_images`), so both give the same numbers.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 0,
+        at_end: bool = True,
+        aux_fraction: float = 0.01,
+        num_targets: int = 128,
+        aux_classes: Sequence[int] | None = None,
+        aux_data: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        decoder: Mapping[str, Any] | None = None,
+        logged_images: int = 16,
+    ) -> None:
+        self.every_n_epochs = every_n_epochs
+        self.at_end = at_end
+        self.aux_fraction = aux_fraction
+        self.num_targets = num_targets
+        self.aux_classes = list(aux_classes) if aux_classes is not None else None
+        self.aux_data = dict(aux_data) if aux_data else None
+        self.settings = AttackSettings.from_config({**(decoder or {}), "seed": seed})
+        self.logged_images = logged_images
+
+    def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> AttackResult:
+        datamodule = trainer.datamodule
+        aux, targets = select_attack_images(
+            datamodule,
+            self.aux_fraction,
+            self.num_targets,
+            self.settings.seed,
+            self.aux_classes,
+            self.aux_data,
+        )
+        client = pl_module.bank.averaged_client()
+        return run_attack(
+            client, aux, targets, datamodule.mean, datamodule.std, self.settings, pl_module.device
+        )
+
+    def attack_and_log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        result = self.run(trainer, pl_module)
+        log_now(trainer, result.metrics())
+        if not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(
+                    "attack/reconstructions",
+                    [result.grid(self.logged_images)],
+                    step=trainer.global_step,
+                    caption=["top: originals, bottom: reconstructions"],
+                )
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.attack_and_log(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.at_end:
+            self.attack_and_log(trainer, pl_module)

@@ -1,0 +1,311 @@
+"""Model-inversion attack by an honest-but-curious server (reference §4.1).
+
+The server holds the client-side model (the FedAvg model) and an auxiliary set of images. It
+encodes the auxiliary images with the client, trains a :class:`Decoder` from latents back to
+images with MSE, keeps the decoder that is best on a held-out tenth of the auxiliary set, and
+reconstructs fixed target images it never saw from their latents alone. The scores are computed
+on [0, 1] pixels through torchmetrics; ``attack/mse`` is the headline (higher is more private).
+
+``run_attack`` is the one function behind the training callback, ``python -m mocosfl.attack`` and
+the notebook; ``select_attack_images`` picks its images from a run's data module.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.functional import mean_squared_error
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
+from torchvision.utils import make_grid
+
+from mocosfl.api import load_datamodule, load_module
+from mocosfl.data.datamodule import FederatedDataModule
+from mocosfl.data.datasets import load_image_set
+from mocosfl.data.transforms import normalize
+from mocosfl.errors import ConfigError
+from mocosfl.privacy.decoder import Decoder
+
+_ENCODE_BATCH = 256  # images per forward pass when encoding or decoding whole sets
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSettings:
+    """How the attacker trains its decoder. The defaults are the original's (reference §4.1):
+    Adam 1e-3, batch 32, 50 epochs, a 64-wide decoder with 4 residual blocks, 10% validation."""
+
+    epochs: int = 50
+    steps: int | None = None  # a fixed number of decoder steps instead of ``epochs``
+    batch_size: int = 32
+    lr: float = 1e-3  # Adam
+    width: int = 64  # decoder channels
+    num_blocks: int = 4  # residual blocks at the latent's resolution
+    val_fraction: float = 0.1  # share of the auxiliary set that selects the decoder
+    seed: int = 0  # decoder initialisation, the train/val split and the batch order
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"attack epochs={self.epochs}; use at least 1"),
+            (self.steps is None or self.steps >= 1, f"attack steps={self.steps}; use >= 1 or null"),
+            (self.batch_size >= 1, f"attack batch_size={self.batch_size}; use at least 1"),
+            (self.lr > 0, f"attack lr={self.lr}; use a positive learning rate"),
+            (0 < self.val_fraction < 1, f"attack val_fraction={self.val_fraction}; use (0, 1)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> AttackSettings:
+        """Settings from a config mapping; an unknown key is a one-line ConfigError."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ConfigError(
+                f"unknown attack setting(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(fields))}"
+            )
+        return cls(**values)
+
+
+@dataclasses.dataclass
+class AttackResult:
+    """What one attack measured. Images are float [n, 3, S, S] on [0, 1], on the CPU."""
+
+    mse: float
+    ssim: float
+    psnr: float  # dB, the mean over images of 10 log10(1 / per-image MSE)
+    originals: torch.Tensor
+    reconstructions: torch.Tensor
+    val_curve: list[tuple[int, float]]  # (decoder step, validation MSE) after every pass
+    best_step: int  # the step whose decoder was kept
+    num_aux: int  # auxiliary images, training and validation parts together
+    seconds: float  # wall time of the whole attack
+
+    def metrics(self) -> dict[str, float]:
+        """The logged scalars: ``attack/mse``, ``attack/ssim``, ``attack/psnr``."""
+        return {"attack/mse": self.mse, "attack/ssim": self.ssim, "attack/psnr": self.psnr}
+
+    def grid(self, count: int = 16) -> torch.Tensor:
+        """float [3, H, W] on [0, 1]: ``count`` originals in the top row, their
+        reconstructions below."""
+        k = min(count, self.originals.shape[0])
+        pairs = torch.cat([self.originals[:k], self.reconstructions[:k]])
+        return make_grid(pairs, nrow=k, padding=1, pad_value=1.0)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready scalars (everything but the images)."""
+        skip = {"originals", "reconstructions"}
+        names = [f.name for f in dataclasses.fields(self) if f.name not in skip]
+        return {name: getattr(self, name) for name in names}
+
+
+def reconstruction_metrics(
+    reconstructions: torch.Tensor, originals: torch.Tensor
+) -> dict[str, float]:
+    """MSE, SSIM (11x11 Gaussian window, sigma 1.5) and PSNR of [n, 3, S, S] images on [0, 1],
+    each the mean over images."""
+    return {
+        "mse": float(mean_squared_error(reconstructions, originals)),
+        "ssim": float(
+            structural_similarity_index_measure(reconstructions, originals, data_range=1.0)
+        ),
+        "psnr": float(
+            peak_signal_noise_ratio(reconstructions, originals, data_range=1.0, dim=(1, 2, 3))
+        ),
+    }
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [n, 3, S, S] (or float already on [0, 1]) -> float32 on [0, 1]."""
+    return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+
+
+@torch.no_grad()
+def _in_batches(fn: nn.Module, inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``fn`` over ``inputs`` [n, ...] in chunks on ``device``; the outputs back on ``device``."""
+    return torch.cat([fn(x.to(device)) for x in inputs.split(_ENCODE_BATCH)])
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless index batches [<= batch_size]: reshuffled passes over range(n)."""
+    while True:
+        order = torch.randperm(n, generator=generator)
+        yield from order.split(batch_size)
+
+
+def train_decoder(
+    decoder: Decoder,
+    latents: torch.Tensor,
+    pixels: torch.Tensor,
+    val: torch.Tensor,
+    settings: AttackSettings,
+    generator: torch.Generator,
+) -> tuple[list[tuple[int, float]], int]:
+    """Fit ``decoder`` on (latents [n, ...] -> pixels [n, 3, S, S]) with MSE, validating after
+    every pass over the training part; ``val`` [n] is True for the validation images. Leaves the
+    decoder with its best validation weights; returns the curve and the step they come from."""
+    train_idx, val_idx = (~val).nonzero().flatten(), val.nonzero().flatten()
+    passes = math.ceil(train_idx.numel() / settings.batch_size)
+    total = settings.steps or settings.epochs * passes
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=settings.lr)
+    curve: list[tuple[int, float]] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    batches = _batches(train_idx.numel(), settings.batch_size, generator)
+    for step in range(1, total + 1):
+        decoder.train()
+        idx = train_idx[next(batches).to(train_idx.device)]
+        loss = F.mse_loss(decoder(latents[idx]), pixels[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % passes == 0 or step == total:
+            decoder.eval()
+            predicted = _in_batches(decoder, latents[val_idx], latents.device)
+            val_mse = float(F.mse_loss(predicted, pixels[val_idx]))
+            curve.append((step, val_mse))
+            if best is None or val_mse < best[0]:
+                best = (val_mse, step, copy.deepcopy(decoder.state_dict()))
+    decoder.load_state_dict(best[2])
+    decoder.eval()
+    return curve, best[1]
+
+
+def run_attack(
+    client_model: nn.Module,
+    aux_images: torch.Tensor,
+    target_images: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    settings: AttackSettings | None = None,
+    device: torch.device | str = "cpu",
+) -> AttackResult:
+    """Train a decoder on the auxiliary images and reconstruct the target images.
+
+    ``client_model``: normalised images [B, 3, S, S] -> latents [B, C, h, h] (a copy is used, in
+    eval mode); ``aux_images`` / ``target_images``: uint8 [n, 3, S, S] (or float on [0, 1]),
+    normalised with ``mean`` / ``std`` as the client's training data were. Deterministic given
+    ``settings.seed``; the caller's random number streams are left as they were.
+    """
+    settings = settings or AttackSettings()
+    if aux_images.shape[0] < 2:
+        raise ConfigError(
+            f"the attack needs at least 2 auxiliary images (got {aux_images.shape[0]}); "
+            "raise the auxiliary fraction"
+        )
+    device = torch.device(device)
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        torch.manual_seed(settings.seed)
+        generator = torch.Generator().manual_seed(settings.seed)
+        client = copy.deepcopy(client_model).to(device).eval().requires_grad_(False)
+
+        def encode(images: torch.Tensor) -> torch.Tensor:
+            return _in_batches(client, normalize(images, mean, std), device)
+
+        latents = encode(aux_images)
+        num_val = min(aux_images.shape[0] - 1, max(1, round(settings.val_fraction * len(latents))))
+        val = torch.zeros(len(latents), dtype=torch.bool)
+        val[torch.randperm(len(latents), generator=generator)[:num_val]] = True
+        decoder = Decoder(
+            tuple(latents.shape[1:]), aux_images.shape[-1], settings.width, settings.num_blocks
+        ).to(device)
+        curve, best_step = train_decoder(
+            decoder, latents, to_unit(aux_images).to(device), val.to(device), settings, generator
+        )
+        reconstructions = _in_batches(decoder, encode(target_images), device).cpu()
+    originals = to_unit(target_images).cpu()
+    scores = reconstruction_metrics(reconstructions, originals)
+    return AttackResult(
+        **scores,
+        originals=originals,
+        reconstructions=reconstructions,
+        val_curve=curve,
+        best_step=best_step,
+        num_aux=int(aux_images.shape[0]),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _seeded_choice(n: int, count: int, seed: int, stream: int) -> np.ndarray:
+    """Sorted ``count`` of ``range(n)`` without replacement, a function of (seed, stream)."""
+    rng = np.random.default_rng([int(seed), stream])
+    return np.sort(rng.choice(n, count, replace=False))
+
+
+def select_attack_images(
+    datamodule: FederatedDataModule,
+    aux_fraction: float = 0.01,
+    num_targets: int = 128,
+    seed: int = 0,
+    aux_classes: Sequence[int] | None = None,
+    aux_data: Mapping[str, Any] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(auxiliary uint8 [a, 3, S, S], target uint8 [num_targets, 3, S, S]) for an attack on the
+    run of ``datamodule`` (set up).
+
+    Targets: ``num_targets`` test images, fixed by ``seed``. Auxiliary images: a seeded
+    ``aux_fraction`` of the run's training images (the test split never), or of the training
+    split of another data set (``aux_data``: ``load_image_set`` arguments such as ``name`` and
+    ``root``), optionally only the classes ``aux_classes``.
+    """
+    if not 0 < aux_fraction <= 1:
+        raise ConfigError(f"attack aux_fraction={aux_fraction}; use a value in (0, 1]")
+    test, _ = datamodule.split_images("test")
+    if not 1 <= num_targets <= test.shape[0]:
+        raise ConfigError(
+            f"attack num_targets={num_targets}; the test split has {test.shape[0]} images"
+        )
+    targets = test[torch.from_numpy(_seeded_choice(test.shape[0], num_targets, seed, 41))]
+    if aux_data:
+        aux_set = load_image_set(
+            split="train", image_size=datamodule.image_size, **{"download": False, **aux_data}
+        )
+        images, labels = aux_set.images, aux_set.labels
+    else:
+        images, labels = datamodule.split_images("train")
+    pool = np.arange(images.shape[0])
+    if aux_classes is not None:
+        pool = pool[np.isin(labels.numpy(), list(aux_classes))]
+    count = round(aux_fraction * pool.shape[0])
+    if count < 2:
+        raise ConfigError(
+            f"attack aux_fraction={aux_fraction} of {pool.shape[0]} images leaves {count}; "
+            "the attack needs at least 2 auxiliary images"
+        )
+    aux = images[torch.from_numpy(pool[_seeded_choice(pool.shape[0], count, seed, 43)])]
+    return aux, targets
+
+
+def attack_checkpoint(
+    ckpt_path: str,
+    aux_fraction: float = 0.01,
+    num_targets: int = 128,
+    aux_classes: Sequence[int] | None = None,
+    aux_data: Mapping[str, Any] | None = None,
+    settings: AttackSettings | None = None,
+    device: torch.device | str = "cpu",
+    data_overrides: Mapping[str, Any] | None = None,
+) -> AttackResult:
+    """The attack on a training checkpoint's FedAvg client model, with the images of
+    :func:`select_attack_images` from the run's own data (``data_overrides``: e.g. ``root``)."""
+    settings = settings or AttackSettings()
+    module = load_module(ckpt_path)
+    datamodule = load_datamodule(ckpt_path, **dict(data_overrides or {}))
+    datamodule.setup()
+    aux, targets = select_attack_images(
+        datamodule, aux_fraction, num_targets, settings.seed, aux_classes, aux_data
+    )
+    client = module.bank.averaged_client()
+    return run_attack(client, aux, targets, datamodule.mean, datamodule.std, settings, device)

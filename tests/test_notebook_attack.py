@@ -1,0 +1,88 @@
+"""notebooks/attack.ipynb runs through papermill on two tiny checkpoints (plain MocoSFL and a
+TAResSFL expert), on the project's kernel, and records the numbers the API gives."""
+
+import json
+
+import nbformat
+import pytest
+from helpers import ROOT, ensure_kernel
+from test_taressfl import STAGE1
+from test_train import TINY
+
+from mocosfl.privacy import AttackSettings, attack_checkpoint
+from mocosfl.train import train
+
+NOTEBOOK = ROOT / "notebooks" / "attack.ipynb"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _kernel():
+    """Register the kernel once, outside the timing of the test that uses it."""
+    ensure_kernel()
+
+
+def test_notebook_is_committed_clean():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
+    assert set(nb.metadata) <= {"kernelspec", "language_info"}
+
+
+def test_notebook_compares_two_checkpoints(compose_train, tmp_path, monkeypatch):
+    checkpoints = {}
+    plain = [*TINY, "~callbacks.knn", "~callbacks.linear_probe", "trainer.max_epochs=2"]
+    for name, overrides in (("checkpoint", plain), ("defended", STAGE1)):
+        cfg = compose_train(overrides)
+        cfg.paths.output_dir = str(tmp_path / name)
+        train(cfg)
+        checkpoints[name] = tmp_path / name / "checkpoints" / "final.ckpt"
+    settings = AttackSettings(steps=10, width=4, seed=5)  # the notebook's other settings
+    expected = {
+        name: attack_checkpoint(str(path), aux_fraction=0.5, num_targets=8, settings=settings)
+        for name, path in checkpoints.items()
+    }
+
+    import papermill
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel computes as this process does
+    results_path = tmp_path / "results.json"
+    out = tmp_path / "attack.out.ipynb"
+    papermill.execute_notebook(
+        str(NOTEBOOK),
+        str(out),
+        parameters={
+            "ckpt_path": str(checkpoints["checkpoint"]),
+            "defended_ckpt_path": str(checkpoints["defended"]),
+            "aux_fraction": 0.5,
+            "attack_steps": 10,
+            "decoder_width": 4,
+            "num_targets": 8,
+            "seed": 5,
+            "results_path": str(results_path),
+        },
+        kernel_name=ensure_kernel(),
+        cwd=str(ROOT),
+        progress_bar=False,
+    )
+    got = json.loads(results_path.read_text())
+    assert got["settings"]["steps"] == 10 and got["settings"]["seed"] == 5
+    assert set(got["results"]) == {"checkpoint", "defended"}
+    for name, result in expected.items():
+        recorded = got["results"][name]
+        print(f"\n{name}: {recorded['attack/mse']:.4f} MSE (API: {result.mse:.4f})")
+        for key, value in result.metrics().items():
+            assert recorded[key] == pytest.approx(value, rel=1e-5), (name, key)
+        assert recorded["num_aux"] == result.num_aux
+        assert recorded["ckpt_path"] == str(checkpoints[name])
+
+    executed = nbformat.read(out, as_version=4)
+    figures = [
+        o for c in executed.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})
+    ]
+    assert len(figures) == 2, "the image grids and the decoder's validation curves"
+    table = [
+        o for c in executed.cells for o in c.get("outputs", []) if "text/markdown" in o.get("data", {})
+    ]
+    assert len(table) == 1 and "defended" in table[0]["data"]["text/markdown"]
