@@ -15,21 +15,6 @@ from mocosfl.train import train
 NOTEBOOK = ROOT / "notebooks" / "attack.ipynb"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _kernel():
-    """Register the kernel once, outside the timing of the test that uses it."""
-    ensure_kernel()
-
-
-def test_notebook_is_committed_clean():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    nbformat.validate(nb)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(not c.outputs and c.execution_count is None for c in code)
-    assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
-    assert set(nb.metadata) <= {"kernelspec", "language_info"}
-
-
 def test_notebook_compares_two_checkpoints(compose_train, tmp_path, monkeypatch):
     checkpoints = {}
     plain = [*TINY, "~callbacks.knn", "~callbacks.linear_probe", "trainer.max_epochs=2"]
