@@ -147,7 +147,7 @@ def test_callback_and_entry_point_agree(compose_train, tmp_path):
     tiny = [o for o in TINY if not o.startswith("logger=")]
     cfg = compose_train(
         [*tiny, "logger=wandb", "callbacks=attack", "~callbacks.knn", "~callbacks.linear_probe"]
-        + ["trainer.max_epochs=2"]
+        + ["trainer.max_epochs=2", "callbacks.attack.every_n_epochs=1"]
         + [f"callbacks.attack.{s}" for s in settings]
     )
     assert list(cfg.callbacks)[-1] == "attack" and list(cfg.callbacks)[0] == "fedavg"

@@ -63,6 +63,20 @@ def test_expert_data_splits_classes_and_serves_auxiliary_then_target(compose_tra
     assert batch["client_ids"].tolist() == [0]
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("sfl.num_clients=2", "the expert is one client"),
+        ("data.target_fraction=1.5", "target_fraction"),
+        ("+data.aux.size=3", "unknown data.aux setting"),
+    ],
+)
+def test_expert_data_refuses_bad_settings(compose_train, override, message):
+    datamodule = hydra.utils.instantiate(compose_train([*STAGE1, override]).data)
+    with pytest.raises(ConfigError, match=message):
+        datamodule._check_settings()
+
+
 def test_expert_data_normalises_each_set_with_its_own_statistics(tmp_path, monkeypatch):
     """Bug 9 fixed: the simulated attacker's ground truth of an auxiliary image comes back with
     the auxiliary set's statistics, that of a target image with the target's."""
@@ -156,7 +170,8 @@ def simulator_state(ckpt_path: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize(
-    "init_from, message", [("null", "init_from is not set"), ("/nonexistent.ckpt", "does not exist")]
+    "init_from, message",
+    [("null", "init_from is not set"), ("/nonexistent.ckpt", "does not exist")],
 )
 def test_stage2_needs_an_existing_expert(compose_train, init_from, message):
     cfg = compose_train([*TINY, "experiment=taressfl_stage2", f"init_from={init_from}"])

@@ -103,7 +103,9 @@ class ExpertDataModule(FederatedDataModule):
         self.aux_set: ImageSet | None = None
         self.aux_indices: np.ndarray | None = None
 
-    def _check_expert_settings(self) -> None:
+    def _check_settings(self) -> None:
+        """The data module's checks, and the expert's."""
+        super()._check_settings()
         unknown = sorted(set(self.aux) - set(_AUX_KEYS))
         checks = [
             (
@@ -115,7 +117,10 @@ class ExpertDataModule(FederatedDataModule):
                 0 <= self.target_fraction <= 1,
                 f"data.target_fraction={self.target_fraction}; use a value in [0, 1]",
             ),
-            (not unknown, f"unknown data.aux setting(s) {', '.join(unknown)}; known: {_AUX_KEYS}"),
+            (
+                not unknown,
+                f"unknown data.aux setting(s) {', '.join(unknown)}; known: {', '.join(_AUX_KEYS)}",
+            ),
             (self.aux_batch_size >= 1, f"data.aux.batch_size={self.aux_batch_size}; use >= 1"),
         ]
         for ok, message in checks:
@@ -126,8 +131,7 @@ class ExpertDataModule(FederatedDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.aux_indices is not None:
             return  # idempotent
-        self._check_expert_settings()
-        super().setup(stage)  # loads the target data set, holds out its validation split
+        super().setup(stage)  # checks, loads the target data set, holds out its validation split
         train = self.split_indices("train")
         count = round(self.target_fraction * train.shape[0])
         rng = np.random.default_rng([self.seed, 103])
