@@ -15,6 +15,7 @@ from mocosfl.train import train
 NOTEBOOK = ROOT / "notebooks" / "attack.ipynb"
 
 
+@pytest.mark.slow  # a fresh Python process or a notebook kernel each
 def test_notebook_compares_two_checkpoints(compose_train, tmp_path, monkeypatch):
     checkpoints = {}
     plain = [*TINY, "~callbacks.knn", "~callbacks.linear_probe", "trainer.max_epochs=2"]

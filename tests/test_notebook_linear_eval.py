@@ -15,6 +15,7 @@ from mocosfl.train import train
 NOTEBOOK = ROOT / "notebooks" / "linear_eval.ipynb"
 
 
+@pytest.mark.slow  # a fresh Python process or a notebook kernel each
 def test_notebook_records_the_evaluation(compose_train, tmp_path):
     import papermill
 

@@ -156,6 +156,7 @@ def multirun_dir(tmp_path_factory) -> Path:
     return sweep_dir
 
 
+@pytest.mark.slow  # a fresh Python process or a notebook kernel each
 def test_multirun_runs_every_job_to_the_end(multirun_dir):
     saved = sorted(multirun_dir.glob("*/metrics.json"))
     assert [p.parent.name for p in saved] == ["0", "1"]
@@ -163,11 +164,13 @@ def test_multirun_runs_every_job_to_the_end(multirun_dir):
         assert json.loads(path.read_text())["global_step"] == 6
 
 
+@pytest.mark.slow  # a fresh Python process or a notebook kernel each
 def test_multirun_jobs_log_every_metric_a_sweep_optimises(multirun_dir):
     metrics = json.loads((multirun_dir / "0" / "metrics.json").read_text())
     assert OPTIMISABLE <= set(metrics)
 
 
+@pytest.mark.slow  # a fresh Python process or a notebook kernel each
 def test_table_prints_a_row_per_job_of_the_multirun(multirun_dir):
     result = subprocess.run(
         [sys.executable, "-m", "mocosfl.table", "--runs", str(multirun_dir)],
@@ -184,6 +187,7 @@ def test_table_prints_a_row_per_job_of_the_multirun(multirun_dir):
     assert "| fixed | test/linear_top1 | 1234 (of 3) |" in rows["tiny_cut1"]
 
 
+@pytest.mark.slow  # a fresh Python process or a notebook kernel each
 def test_optuna_search_runs_its_trials(tmp_path):
     tiny = [o for o in TINY_RUN if not o.startswith("sfl.queue_size=")]  # searched
     result = run_train(
@@ -199,6 +203,7 @@ def test_optuna_search_runs_its_trials(tmp_path):
     assert 0.0 <= best["best_value"] <= 100.0
 
 
+@pytest.mark.slow  # a fresh Python process or a notebook kernel each
 def test_failing_run_finishes_wandb_and_exits_nonzero_so_agents_go_on(tmp_path):
     not_a_checkpoint = tmp_path / "broken.ckpt"
     not_a_checkpoint.write_text("not a checkpoint")  # fails inside fit, after W&B started

@@ -122,6 +122,7 @@ def run_cli(*overrides: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # a fresh Python process or a notebook kernel each
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -144,6 +145,7 @@ def test_bad_input_is_one_clear_line(tmp_path, overrides, message):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # a fresh Python process or a notebook kernel each
 @pytest.mark.parametrize("group, value", [("data", "mnist"), ("model", "resnet9")])
 def test_unknown_dataset_or_model_lists_the_choices(tmp_path, group, value):
     result = run_cli(f"{group}={value}", f"hydra.run.dir={tmp_path}")
