@@ -48,8 +48,8 @@ test-fast: $(STAMP)  ## the quick subset (no slow tests)
 bench: $(STAMP)  ## step time: MocoSFL with 1, 10, 100 clients against centralized MoCo
 	$(PY) benchmarks/step_time.py $(ARGS)
 
-table: $(STAMP)  ## mean ± std over seeds 1234-1236 of the finished paper rows: make table [RUNS=logs]
-	$(PY) -m mocosfl.table --runs $(RUNS)
+table: $(STAMP)  ## mean ± std over seeds 1234-1236 of the finished paper rows: make table [RUNS=logs] [ARGS="--metric attack/mse"]
+	$(PY) -m mocosfl.table --runs $(RUNS) $(ARGS)
 
 # `wandb sweep` ends with "Run sweep agent with: wandb agent <entity/project/id>"; that path
 # starts the agent (ANSI colours are stripped in case the output is styled).

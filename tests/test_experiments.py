@@ -138,10 +138,14 @@ def test_row_has_the_tabulated_settings_fixed_and_as_published(compose_train, na
 
 
 @pytest.mark.parametrize("name", [n for n in ROWS if n.startswith("table4")])
-def test_table4_rows_are_taressfl_stage2_training(compose_train, name):
+def test_table4_rows_chain_onto_a_stage1_expert_and_attack(compose_train, name):
     cfg = compose_row(compose_train, name)
+    assert cfg.task_name == "taressfl_stage2" and "init_from" in cfg and cfg.init_from is None
+    share = {"0pct": 0.0, "0p5pct": 0.005, "1pct": 0.01}[name.rsplit("_target", 1)[1]]
+    assert cfg.expert_target_fraction == share
     assert cfg.model.bottleneck == "C4S2"
     assert (cfg.sfl.lr, cfg.sfl.client_lr) == (0.001, 0.0)
+    assert cfg.callbacks.attack._target_ == "mocosfl.callbacks.AttackCallback"
     assert cfg.paper.attack_mse is not None
 
 

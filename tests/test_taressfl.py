@@ -19,6 +19,7 @@ from mocosfl.data.transforms import normalize
 from mocosfl.errors import ConfigError
 from mocosfl.privacy import AttackSettings, ExpertDataModule, attack_checkpoint
 from mocosfl.privacy.data import denormalize
+from mocosfl.privacy.taressfl import init_from_checkpoint
 from mocosfl.train import train
 
 ONE_CLIENT = ["sfl.num_clients=1", "sfl.clients_per_step=1"]
@@ -131,6 +132,11 @@ def test_stage2_starts_from_the_expert_and_trains_only_the_server(compose_train,
         for a, b in zip(expert.server.parameters(), trained.server.parameters())
     ]
     assert max(moved) > 1e-5, "the server did not train"
+
+    # A Table 4 row names the expert's share of the target data; another share is refused.
+    with pytest.raises(ConfigError, match="target_fraction=0.5, this row needs .* 0.01"):
+        init_from_checkpoint(trained, str(expert_ckpt), target_fraction=0.01)
+    init_from_checkpoint(trained, str(expert_ckpt), target_fraction=0.5)
 
 
 def test_stage1_resumes_exactly(compose_train, tmp_path):

@@ -59,7 +59,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
     if "init_from" in cfg:  # TAResSFL stage 2 starts from the stage-1 expert
-        init_from_checkpoint(module, cfg.init_from)
+        init_from_checkpoint(module, cfg.init_from, cfg.get("expert_target_fraction"))
     callbacks = instantiate_each(cfg.callbacks)
     if not any(isinstance(cb, FedAvgCallback) for cb in callbacks):
         raise ConfigError(

@@ -124,12 +124,16 @@ class TAResSFL(MocoSFL):
 
 
 @torch.no_grad()
-def init_from_checkpoint(module: MocoSFL, ckpt_path: str | None) -> None:
+def init_from_checkpoint(
+    module: MocoSFL, ckpt_path: str | None, target_fraction: float | None = None
+) -> None:
     """TAResSFL stage 2: start ``module`` from a stage-1 checkpoint.
 
     Every client and every client momentum copy get the checkpoint's FedAvg client model; the
     server, the head and their momentum copies get its server and head (the original starts the
     momentum copies from random weights, §6 bug 1). The queue and optimizers start fresh.
+    With ``target_fraction`` (a Table 4 row) the expert must have been trained with that share
+    of the target data.
     """
     if not ckpt_path:
         raise ConfigError(
@@ -138,6 +142,13 @@ def init_from_checkpoint(module: MocoSFL, ckpt_path: str | None) -> None:
     if not Path(ckpt_path).is_file():
         raise ConfigError(f"init_from={ckpt_path} does not exist; point it at a stage-1 checkpoint")
     expert = load_module(ckpt_path)
+    if target_fraction is not None:
+        trained_with = (expert.run_config or {}).get("data", {}).get("target_fraction")
+        if trained_with is None or abs(trained_with - target_fraction) > 1e-9:
+            raise ConfigError(
+                f"init_from={ckpt_path} was trained with data.target_fraction={trained_with}, "
+                f"this row needs a stage-1 expert with {target_fraction}"
+            )
     client = expert.bank.averaged_client().state_dict()
     server, head = expert.server.state_dict(), expert.head.state_dict()
     pairs = [(m, client) for m in (*module.bank.online, *module.bank.momentum)]
