@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mocosfl.sfl import ClientBank, NegativeQueue, info_nce, update_momentum
+from mocosfl.sfl import NegativeQueue, info_nce, make_client_bank, update_momentum
 
 
 def test_info_nce_matches_hand_computation():
@@ -57,54 +57,62 @@ def test_update_momentum_is_an_ema():
     assert torch.allclose(ema[0], torch.full((3,), 0.1))
 
 
-def make_bank(num_clients=3, weights=None):
+ENGINES = ("loop", "vmap")
+
+
+def make_bank(engine, num_clients=3, weights=None):
     sgd = lambda params: torch.optim.SGD(params, lr=0.1)  # noqa: E731
-    return ClientBank(nn.Linear(2, 1, bias=False), num_clients, sgd, 0.5, weights=weights)
+    return make_client_bank(engine, nn.Linear(2, 1, bias=False), num_clients, sgd, 0.5, weights)
 
 
-def set_weights(model: nn.Module, value: float) -> None:
-    with torch.no_grad():
-        for p in model.parameters():
-            p.fill_(value)
+def set_weight(bank, kind: str, client: int, value: float) -> None:
+    bank.set_states(kind, [client], {"weight": torch.full((1, 1, 2), value)})
 
 
-def test_fedavg_weights_by_data_size_and_loads_every_client():
-    bank = make_bank(weights=[1.0, 3.0, 100.0])
-    set_weights(bank.online[0], 1.0)
-    set_weights(bank.online[1], 5.0)
-    set_weights(bank.online[2], -7.0)
+def weight(bank, kind: str, client: int) -> torch.Tensor:
+    return bank.states(kind, [client])["weight"][0]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fedavg_weights_by_data_size_and_loads_every_client(engine):
+    bank = make_bank(engine, weights=[1.0, 3.0, 100.0])
+    for client, value in enumerate((1.0, 5.0, -7.0)):
+        set_weight(bank, "online", client, value)
     bank.participated[:2] = True  # client 2 sat this round out
     stats = bank.fedavg(sync_momentum=False)
     expected = (1 * 1.0 + 3 * 5.0) / 4
-    for client in bank.online:
-        assert torch.allclose(client.weight, torch.full((1, 2), expected))
+    for client in range(3):
+        assert torch.allclose(weight(bank, "online", client), torch.full((1, 2), expected))
     # distances sqrt(2) * |1 - 4| and sqrt(2) * |5 - 4|, averaged
     assert stats["divergence"] == pytest.approx(math.sqrt(2) * 2)
     assert not bank.participated.any()
 
 
-def test_fedavg_momentum_sync_is_optional():
-    for sync in (True, False):
-        bank = make_bank()
-        set_weights(bank.momentum[0], 2.0)
-        set_weights(bank.momentum[1], 4.0)
-        bank.participated[:2] = True
-        before = bank.momentum[2].weight.clone()
-        bank.fedavg(sync_momentum=sync)
-        if sync:
-            assert all(torch.allclose(m.weight, torch.full((1, 2), 3.0)) for m in bank.momentum)
-        else:
-            assert torch.equal(bank.momentum[2].weight, before)
-            assert torch.allclose(bank.momentum[0].weight, torch.full((1, 2), 2.0))
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("sync", [True, False])
+def test_fedavg_momentum_sync_is_optional(engine, sync):
+    bank = make_bank(engine)
+    set_weight(bank, "momentum", 0, 2.0)
+    set_weight(bank, "momentum", 1, 4.0)
+    bank.participated[:2] = True
+    before = weight(bank, "momentum", 2).clone()
+    bank.fedavg(sync_momentum=sync)
+    if sync:
+        for client in range(3):
+            assert torch.allclose(weight(bank, "momentum", client), torch.full((1, 2), 3.0))
+    else:
+        assert torch.equal(weight(bank, "momentum", 2), before)
+        assert torch.allclose(weight(bank, "momentum", 0), torch.full((1, 2), 2.0))
 
 
-def test_bank_steps_only_the_pool():
-    bank = make_bank()
-    before = [m.weight.clone() for m in bank.online]
+@pytest.mark.parametrize("engine", ENGINES)
+def test_bank_steps_only_the_pool(engine):
+    bank = make_bank(engine)
+    before = [weight(bank, "online", c).clone() for c in range(3)]
     latents = bank.encode([0, 2], torch.ones(2, 1, 2))
     latents.sum().backward()
     bank.step([0, 2], lambda c: 0.1)
-    assert not torch.equal(bank.online[0].weight, before[0])
-    assert torch.equal(bank.online[1].weight, before[1])
+    assert not torch.equal(weight(bank, "online", 0), before[0])
+    assert torch.equal(weight(bank, "online", 1), before[1])
     assert bank.steps.tolist() == [1, 0, 1]
     assert bank.pool_since_sync() == [0, 2]

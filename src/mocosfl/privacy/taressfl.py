@@ -151,13 +151,13 @@ def init_from_checkpoint(
             )
     client = expert.bank.averaged_client().state_dict()
     server, head = expert.server.state_dict(), expert.head.state_dict()
-    pairs = [(m, client) for m in (*module.bank.online, *module.bank.momentum)]
-    pairs += [(module.server, server), (module.server_momentum, server)]
+    pairs = [(module.server, server), (module.server_momentum, server)]
     pairs += [(module.head, head), (module.head_momentum, head)]
     try:
+        module.bank.load_client(client)
         for target, state in pairs:
             target.load_state_dict(state)
-    except RuntimeError as exc:
+    except (RuntimeError, KeyError) as exc:
         raise ConfigError(
             f"init_from={ckpt_path} does not fit this run's model (use the stage-1 model.* and "
             f"sfl.cut_layer): {str(exc).splitlines()[0]}"

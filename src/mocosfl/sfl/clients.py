@@ -1,6 +1,15 @@
-"""The client side of split learning: every client's model, momentum copy and optimizer."""
+"""The client side of split learning: every client's model, momentum copy and optimizer.
+
+Two engines hold the same clients and give the same numbers (``sfl.client_engine``):
+:class:`LoopClientBank` keeps one module and one optimizer per client and runs a step's pool one
+client after the other; :class:`~mocosfl.sfl.vmap_clients.VmapClientBank` stacks every client's
+tensors and runs the pool in one vectorised call. Both write the same checkpoint entries
+(``online.<c>.<name>``, ``momentum.<c>.<name>`` and one optimizer state dict per client), so a
+checkpoint of one loads in the other.
+"""
 
 import copy
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 import torch
@@ -9,10 +18,12 @@ from torch import nn
 from mocosfl.sfl.momentum import momentum_copy, update_momentum
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
+Rows = dict[str, torch.Tensor]  # state name -> [n, *shape], row i for the i-th client asked for
+MODEL_KINDS = ("online", "momentum")
 
 
-class ClientBank(nn.Module):
-    """All clients of a MocoSFL run, simulated in one process (the ``loop`` engine).
+class ClientBank(nn.Module, ABC):
+    """All clients of a MocoSFL run, simulated in one process.
 
     Every client starts as a copy of one client model (so FedAvg averages networks of one
     origin) and owns a momentum copy and an optimizer. Only the clients of a step's pool do any
@@ -35,9 +46,8 @@ class ClientBank(nn.Module):
         super().__init__()
         self.num_clients = num_clients
         self.ema_decay = ema_decay
-        self.online = nn.ModuleList(copy.deepcopy(client) for _ in range(num_clients))
-        self.momentum = nn.ModuleList(momentum_copy(client) for _ in range(num_clients))
-        self.optimizers = [optimizer(params=m.parameters()) for m in self.online]
+        self.param_names = [name for name, _ in client.named_parameters()]
+        self.base_lr = float(optimizer(params=client.parameters()).defaults["lr"])
         w = torch.ones(num_clients) if weights is None else torch.as_tensor(weights, dtype=torch.float)
         if w.shape != (num_clients,):
             raise ValueError(f"expected {num_clients} FedAvg weights, got {tuple(w.shape)}")
@@ -45,33 +55,55 @@ class ClientBank(nn.Module):
         self.register_buffer("participated", torch.zeros(num_clients, dtype=torch.bool))
         self.register_buffer("steps", torch.zeros(num_clients, dtype=torch.long))
 
-    # -- one step ---------------------------------------------------------------------------
+    # -- the engine: one step -----------------------------------------------------------------
+    @abstractmethod
     def encode(self, ids: Sequence[int], images: torch.Tensor) -> torch.Tensor:
-        """Online latents, with the autograd graph kept for :meth:`backward`.
+        """Online latents, with the autograd graph kept for the pool's backward and :meth:`step`.
 
         images: [P, b, C, H, W], row i belonging to client ``ids[i]``. Returns [P * b, *latent].
         """
-        return torch.cat([self.online[c](x) for c, x in zip(ids, images)])
 
-    @torch.no_grad()
+    @abstractmethod
     def encode_momentum(self, ids: Sequence[int], images: torch.Tensor) -> torch.Tensor:
         """Key latents from each client's momentum copy. images: [P, b, C, H, W] -> [P * b, ...]."""
-        return torch.cat([self.momentum[c](x) for c, x in zip(ids, images)])
 
+    @abstractmethod
     def update_momentum(self, ids: Sequence[int]) -> None:
-        """EMA update of the pool's momentum copies, fused over the whole pool."""
-        online = [p for c in ids for p in self.online[c].parameters()]
-        ema = [p for c in ids for p in self.momentum[c].parameters()]
-        update_momentum(online, ema, self.ema_decay)
+        """EMA update of the pool's momentum copies."""
 
+    @abstractmethod
     def step(self, ids: Sequence[int], lr: Callable[[int], float]) -> None:
-        """Step the optimizer of every client in the pool; ``lr(c)`` gives client c's rate."""
-        for c in ids:
-            opt = self.optimizers[c]
-            for group in opt.param_groups:
-                group["lr"] = lr(c)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        """Step the optimizer of every client in the pool; ``lr(c)`` gives client c's rate.
+        Implementations end with :meth:`_count_steps`."""
+
+    # -- the engine: state by client -----------------------------------------------------------
+    @abstractmethod
+    def states(self, kind: str, ids: Sequence[int]) -> Rows:
+        """The state of models ``kind`` (online | momentum) of ``ids``, one row per client."""
+
+    @abstractmethod
+    def set_states(self, kind: str, ids: Sequence[int], rows: Rows) -> None:
+        """Load ``rows`` ([len(ids), ...], or [1, ...] for all of them) into those models."""
+
+    @abstractmethod
+    def template(self) -> nn.Module:
+        """A client model whose structure the engine runs (not a copy; do not change it)."""
+
+    @abstractmethod
+    def optimizer_state(self) -> list[dict]:
+        """One ``torch.optim`` state dict per client (the checkpoint format of both engines)."""
+
+    @abstractmethod
+    def load_optimizer_state(self, states: list[dict]) -> None: ...
+
+    def _check_optimizer_states(self, states: list[dict]) -> None:
+        if len(states) != self.num_clients:
+            raise ValueError(
+                f"checkpoint has {len(states)} client optimizers, this run {self.num_clients}"
+            )
+
+    @torch.no_grad()
+    def _count_steps(self, ids: Sequence[int]) -> None:
         index = torch.as_tensor(list(ids), device=self.steps.device)
         self.steps[index] += 1
         self.participated[index] = True
@@ -82,30 +114,27 @@ class ClientBank(nn.Module):
         return self.participated.nonzero().flatten().tolist()
 
     @torch.no_grad()
-    def average(self, models: nn.ModuleList, ids: Sequence[int]) -> dict[str, torch.Tensor]:
-        """Weighted average of the state of ``models[c]`` over ``ids`` (floating tensors only;
+    def average(self, kind: str, ids: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Weighted average of the state of models ``kind`` over ``ids`` (floating tensors only;
         integer buffers such as BatchNorm's batch counter are taken from the first client)."""
         w = self.weights[list(ids)]
         w = w / w.sum()
-        states = [models[c].state_dict() for c in ids]
         out = {}
-        for key, first in states[0].items():
-            if first.is_floating_point():
-                out[key] = sum(wi * s[key] for wi, s in zip(w.tolist(), states))
+        for key, rows in self.states(kind, ids).items():
+            if rows.is_floating_point():
+                out[key] = torch.tensordot(w.to(rows.dtype), rows, dims=1)
             else:
-                out[key] = first.clone()
+                out[key] = rows[0].clone()
         return out
 
     @torch.no_grad()
     def divergence(self, ids: Sequence[int], average: dict[str, torch.Tensor]) -> float:
         """Mean L2 distance of the pool's online models to their average (the paper's Eq. 4)."""
-        dists = []
-        for c in ids:
-            sq = sum(
-                (p - average[name]).pow(2).sum() for name, p in self.online[c].named_parameters()
-            )
-            dists.append(float(sq) ** 0.5)
-        return sum(dists) / len(dists)
+        rows = self.states("online", ids)
+        squared = sum(
+            (rows[name] - average[name]).pow(2).flatten(1).sum(1) for name in self.param_names
+        )
+        return float(squared.sqrt().mean())
 
     @torch.no_grad()
     def fedavg(self, sync_momentum: bool = True) -> dict[str, float] | None:
@@ -118,13 +147,13 @@ class ClientBank(nn.Module):
         ids = self.pool_since_sync()
         if not ids:
             return None
-        avg = self.average(self.online, ids)
+        avg = self.average("online", ids)
         stats = {"divergence": self.divergence(ids, avg), "pool_size": float(len(ids))}
-        avg_momentum = self.average(self.momentum, ids) if sync_momentum else None
-        for c in range(self.num_clients):
-            self.online[c].load_state_dict(avg)
-            if avg_momentum is not None:
-                self.momentum[c].load_state_dict(avg_momentum)
+        everyone = range(self.num_clients)
+        if sync_momentum:
+            avg_momentum = self.average("momentum", ids)
+            self.set_states("momentum", everyone, {k: v[None] for k, v in avg_momentum.items()})
+        self.set_states("online", everyone, {k: v[None] for k, v in avg.items()})
         self.participated.zero_()
         return stats
 
@@ -136,18 +165,77 @@ class ClientBank(nn.Module):
         depends on which client happens to be first.
         """
         ids = self.pool_since_sync() or [0]
-        model = copy.deepcopy(self.online[0])
-        model.load_state_dict(self.average(self.online, ids))
+        average = self.average("online", ids)
+        model = copy.deepcopy(self.template()).to(self.weights.device)
+        model.load_state_dict(average)
         return model
 
-    # -- checkpointing ----------------------------------------------------------------------
+    @torch.no_grad()
+    def load_client(self, state: dict[str, torch.Tensor]) -> None:
+        """Give every client and every momentum copy the client model state ``state``."""
+        rows = {k: v[None] for k, v in state.items()}
+        for kind in MODEL_KINDS:
+            self.set_states(kind, range(self.num_clients), rows)
+
+
+class LoopClientBank(ClientBank):
+    """The ``loop`` engine: a list of client modules, each with its own optimizer."""
+
+    def __init__(
+        self,
+        client: nn.Module,
+        num_clients: int,
+        optimizer: OptimizerFactory,
+        ema_decay: float = 0.99,
+        weights: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(client, num_clients, optimizer, ema_decay, weights)
+        self.online = nn.ModuleList(copy.deepcopy(client) for _ in range(num_clients))
+        self.momentum = nn.ModuleList(momentum_copy(client) for _ in range(num_clients))
+        self.optimizers = [optimizer(params=m.parameters()) for m in self.online]
+
+    def encode(self, ids: Sequence[int], images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.online[c](x) for c, x in zip(ids, images)])
+
+    @torch.no_grad()
+    def encode_momentum(self, ids: Sequence[int], images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.momentum[c](x) for c, x in zip(ids, images)])
+
+    def update_momentum(self, ids: Sequence[int]) -> None:
+        # One fused EMA over the whole pool's tensors.
+        online = [p for c in ids for p in self.online[c].parameters()]
+        ema = [p for c in ids for p in self.momentum[c].parameters()]
+        update_momentum(online, ema, self.ema_decay)
+
+    def step(self, ids: Sequence[int], lr: Callable[[int], float]) -> None:
+        for c in ids:
+            opt = self.optimizers[c]
+            for group in opt.param_groups:
+                group["lr"] = lr(c)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        self._count_steps(ids)
+
+    def states(self, kind: str, ids: Sequence[int]) -> Rows:
+        models = getattr(self, kind)
+        states = [models[c].state_dict() for c in ids]
+        return {key: torch.stack([s[key] for s in states]) for key in states[0]}
+
+    def set_states(self, kind: str, ids: Sequence[int], rows: Rows) -> None:
+        models = getattr(self, kind)
+        ids = list(ids)
+        rows = {k: v.expand(len(ids), *v.shape[1:]) for k, v in rows.items()}
+        for i, c in enumerate(ids):
+            models[c].load_state_dict({k: v[i] for k, v in rows.items()})
+
+    def template(self) -> nn.Module:
+        return self.online[0]
+
     def optimizer_state(self) -> list[dict]:
         return [opt.state_dict() for opt in self.optimizers]
 
     def load_optimizer_state(self, states: list[dict]) -> None:
-        if len(states) != self.num_clients:
-            raise ValueError(
-                f"checkpoint has {len(states)} client optimizers, this run {self.num_clients}"
-            )
+        self._check_optimizer_states(states)
         for opt, state in zip(self.optimizers, states):
             opt.load_state_dict(state)
+

@@ -15,7 +15,7 @@ from torch import nn
 
 from mocosfl.errors import ConfigError
 from mocosfl.models import ProjectionHead, SplitModel
-from mocosfl.sfl.clients import ClientBank
+from mocosfl.sfl.engines import make_client_bank
 from mocosfl.sfl.loss import contrastive_accuracy, info_nce
 from mocosfl.sfl.momentum import momentum_copy, update_momentum
 from mocosfl.sfl.queue import NegativeQueue
@@ -37,7 +37,8 @@ class MocoSFL(L.LightningModule):
     """Split-federated MoCo v2 (Li et al., ICLR 2023).
 
     The server holds the rest of the backbone, the projection head, their momentum copies and
-    one negative-key queue shared by all clients; the :class:`ClientBank` holds the clients.
+    one negative-key queue shared by all clients; a :class:`~mocosfl.sfl.clients.ClientBank`
+    (``client_engine`` loop | vmap) holds the clients.
     A training batch is one federated step from ``FederatedDataModule``::
 
         {"query": [P, b, C, H, W], "key": [P, b, C, H, W], "client_ids": [P], "step": int}
@@ -66,8 +67,6 @@ class MocoSFL(L.LightningModule):
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
-        if client_engine != "loop":
-            raise ConfigError(f"sfl.client_engine={client_engine!r} is not available; use loop")
         if fedavg_weights not in ("data", "uniform"):
             raise ConfigError(f"sfl.fedavg_weights={fedavg_weights!r}: choose data or uniform")
         if fedavg_weights == "data" and client_sizes is None:
@@ -82,7 +81,8 @@ class MocoSFL(L.LightningModule):
         self.server_momentum = momentum_copy(self.server)
         self.head_momentum = momentum_copy(self.head)
         self.queue = NegativeQueue(queue_size, head_out_dim)
-        self.bank = ClientBank(
+        self.bank = make_client_bank(
+            client_engine,
             split_model.client,
             num_clients,
             client_optimizer,
@@ -143,7 +143,7 @@ class MocoSFL(L.LightningModule):
         """(server lr, client c -> lr) at server step ``step``."""
         base = self.optimizers().optimizer.defaults["lr"]
         server = base * self.server_schedule.factor(step, self.total_steps, self.steps_per_epoch)
-        client_base = self.bank.optimizers[0].defaults["lr"]
+        client_base = self.bank.base_lr
         steps = self.bank.steps.tolist()
 
         def client_lr(c: int) -> float:
@@ -198,9 +198,13 @@ class MocoSFL(L.LightningModule):
         queries = self.server_forward(server_in).chunk(len(online_in))
         with torch.no_grad():
             keys = self.server_forward(torch.cat([z.detach() for z in keys_in]), momentum=True)
-        keys = keys.float().chunk(len(keys_in))
+        # The loss in the queue's precision (float32 under bf16 autocast).
         negatives = self.queue.keys
-        terms = [info_nce(q.float(), k, negatives, self.temperature) for q, k in zip(queries, keys)]
+        keys = keys.to(negatives.dtype).chunk(len(keys_in))
+        terms = [
+            info_nce(q.to(negatives.dtype), k, negatives, self.temperature)
+            for q, k in zip(queries, keys)
+        ]
         losses = [t[0] for t in terms]
         loss = sum(losses) if self.symmetric == "legacy" else sum(losses) / len(losses)
 

@@ -1,0 +1,26 @@
+"""``sfl.client_engine``: which :class:`~mocosfl.sfl.clients.ClientBank` runs the clients."""
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from mocosfl.errors import ConfigError
+from mocosfl.sfl.clients import ClientBank, LoopClientBank, OptimizerFactory
+from mocosfl.sfl.vmap_clients import VmapClientBank
+
+CLIENT_ENGINES: dict[str, type[ClientBank]] = {"loop": LoopClientBank, "vmap": VmapClientBank}
+
+
+def make_client_bank(
+    engine: str,
+    client: nn.Module,
+    num_clients: int,
+    optimizer: OptimizerFactory,
+    ema_decay: float = 0.99,
+    weights: Sequence[float] | None = None,
+) -> ClientBank:
+    """The client bank of engine ``engine`` (loop | vmap) holding ``num_clients`` copies of
+    ``client``."""
+    if engine not in CLIENT_ENGINES:
+        raise ConfigError(f"sfl.client_engine={engine!r} is not known; choose loop or vmap")
+    return CLIENT_ENGINES[engine](client, num_clients, optimizer, ema_decay, weights)
