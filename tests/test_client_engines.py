@@ -111,3 +111,25 @@ def test_vmap_engine_refuses_what_it_cannot_stack():
         make_client_bank("vmap", nn.Linear(2, 2), 2, partial(torch.optim.Adam, lr=0.1))
     with pytest.raises(ConfigError, match="choose loop or vmap"):
         make_client_bank("jit", nn.Linear(2, 2), 2, sgd)
+
+
+@pytest.mark.parametrize("engine", ["loop", "vmap"])
+def test_1000_clients_cost_their_models_and_nothing_else(engine):
+    """Per client: the model, its momentum copy and one SGD buffer per parameter, plus three
+    counters; the paper's ResNet-18 client at cut 1 (1,856 parameters)."""
+    client = build_split_model("resnet18", 1, 64, "gn", True, None, 32).client
+    bank = make_client_bank(engine, client, 1000, partial(torch.optim.SGD, lr=0.1, momentum=0.9))
+    pool = list(range(0, 1000, 10))
+    bank.encode(pool, torch.randn(100, 1, 3, 32, 32)).sum().backward()
+    bank.step(pool, lambda c: 0.1)  # the loop engine creates its SGD buffers on the first step
+
+    tensors = {t.untyped_storage().data_ptr(): t for t in [*bank.parameters(), *bank.buffers()]}
+    if engine == "loop":
+        for opt in bank.optimizers:
+            for state in opt.state.values():
+                tensors[state["momentum_buffer"].untyped_storage().data_ptr()] = state["momentum_buffer"]
+    total = sum(t.untyped_storage().nbytes() for t in tensors.values())
+    model_bytes = 1856 * 4
+    counters = 1000 * (4 + 1 + 8 + 1)  # weights, participated, steps, (vmap) sgd_started
+    buffers = 1000 if engine == "vmap" else len(pool)  # SGD buffers: every client, or those stepped
+    assert total <= (2 * 1000 + buffers) * model_bytes + counters

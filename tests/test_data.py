@@ -675,7 +675,7 @@ def test_step_sampler_resumes_mid_epoch():
     assert list(StepSampler(10)) == list(range(10))
     dm = _dm()
     spe = dm.steps_per_epoch
-    dm.trainer = types.SimpleNamespace(global_step=spe + 3)
+    dm.trainer = types.SimpleNamespace(global_step=spe + 3, global_rank=0, world_size=1)
     loader = dm.train_dataloader()
     assert len(loader) == spe
     batches = list(loader)
@@ -683,6 +683,19 @@ def test_step_sampler_resumes_mid_epoch():
     resumed = batches[0]
     direct = _dm().step_dataset()[spe + 3]
     assert torch.equal(resumed["query"], direct["query"])
+
+
+def test_each_process_loads_its_contiguous_share_of_the_same_batch():
+    whole = next(iter(_dm(clients_per_step=4).train_dataloader()))
+    shares = []
+    for rank in (0, 1):
+        dm = _dm(clients_per_step=4)
+        dm.trainer = types.SimpleNamespace(global_step=0, global_rank=rank, world_size=2)
+        shares.append(next(iter(dm.train_dataloader())))
+    for key in ("query", "key", "client_ids"):
+        assert torch.equal(torch.cat([s[key] for s in shares]), whole[key]), key
+    assert all(torch.equal(s["pool"], whole["client_ids"]) for s in shares)
+    assert [s["client_ids"].shape[0] for s in shares] == [2, 2]
 
 
 @pytest.mark.parametrize(

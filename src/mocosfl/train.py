@@ -69,6 +69,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=instantiate_each(cfg.logger)
     )
+    if datamodule.clients_per_step % trainer.world_size:
+        raise ConfigError(
+            f"sfl.clients_per_step={datamodule.clients_per_step} cannot be split evenly over "
+            f"{trainer.world_size} processes (trainer.devices x trainer.num_nodes)"
+        )
     for logger in trainer.loggers:
         logger.log_hyperparams(module.run_config)
     if trainer.is_global_zero:
@@ -79,9 +84,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return {}
     trainer.save_checkpoint(out_dir / "checkpoints" / "final.ckpt")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    return write_metrics(
-        out_dir / "metrics.json", metrics, seed=cfg.seed, global_step=trainer.global_step
-    )
+    extra = {"seed": cfg.seed, "global_step": trainer.global_step}
+    if not trainer.is_global_zero:  # every process holds the same numbers; one writes them
+        return {**metrics, **extra}
+    return write_metrics(out_dir / "metrics.json", metrics, **extra)
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")

@@ -65,8 +65,14 @@ class FederatedStepDataset(Dataset):
     """Map-style data set whose item ``t`` is the whole federated batch of step ``t``.
 
     ``{"query": float [P, b, 3, S, S], "key": float [P, b, 3, S, S], "client_ids": int64 [P],
-    "step": t}``. Holds references to the shared image tensor and the per-client index arrays
-    only; the caches below are per process (each DataLoader worker keeps its own).
+    "pool": int64 [P], "step": t}``. Holds references to the shared image tensor and the
+    per-client index arrays only; the caches below are per process (each DataLoader worker keeps
+    its own).
+
+    With ``shard = (rank, world)`` (several processes, DDP) item ``t`` holds the rank's
+    contiguous ``P / world`` clients of the pool: ``query``, ``key`` and ``client_ids`` are
+    sliced, ``pool`` stays whole. The whole batch is drawn and augmented first, so no image or
+    augmentation depends on the rank.
     """
 
     def __init__(
@@ -91,6 +97,7 @@ class FederatedStepDataset(Dataset):
         self.pool_mode = pool
         self.seed = int(seed)
         self.augmentation = augmentation
+        self.shard = (0, 1)
         self._reset_cache()
 
     # -- pools and participation counts ----------------------------------------------------
@@ -189,10 +196,13 @@ class FederatedStepDataset(Dataset):
         gen = torch.Generator().manual_seed(step_seed(self.seed, t))
         views = self.augmentation(torch.cat([x, x]), gen)
         views = views.view(2, p, b, *views.shape[1:])
+        rank, world = self.shard
+        mine = slice(rank * p // world, (rank + 1) * p // world)
         return {
-            "query": views[0],
-            "key": views[1],
-            "client_ids": torch.from_numpy(pool),
+            "query": views[0, mine],
+            "key": views[1, mine],
+            "client_ids": torch.from_numpy(pool[mine]),
+            "pool": torch.from_numpy(pool),
             "step": t,
         }
 
@@ -592,6 +602,9 @@ class FederatedDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self._require_setup()
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:  # several processes: each loads its share of every pool
+            self._step_dataset.shard = (trainer.global_rank, trainer.world_size)
         return DataLoader(
             self._step_dataset,
             batch_size=None,

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from mocosfl.errors import ConfigError
 from mocosfl.sfl.momentum import momentum_copy, update_momentum
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -86,6 +87,14 @@ class ClientBank(nn.Module, ABC):
         """Load ``rows`` ([len(ids), ...], or [1, ...] for all of them) into those models."""
 
     @abstractmethod
+    def optimizer_rows(self, ids: Sequence[int]) -> Rows:
+        """SGD state of ``ids``: ``sgd.<param>`` momentum buffers (zeros before a client's first
+        step) and ``sgd_started`` [n] bool."""
+
+    @abstractmethod
+    def set_optimizer_rows(self, ids: Sequence[int], rows: Rows) -> None: ...
+
+    @abstractmethod
     def template(self) -> nn.Module:
         """A client model whose structure the engine runs (not a copy; do not change it)."""
 
@@ -107,6 +116,47 @@ class ClientBank(nn.Module, ABC):
         index = torch.as_tensor(list(ids), device=self.steps.device)
         self.steps[index] += 1
         self.participated[index] = True
+
+    # -- several processes (DDP) ------------------------------------------------------------
+    def client_rows(self, ids: Sequence[int]) -> Rows:
+        """Everything a client carries from step to step: both models, SGD state, step count."""
+        rows = {f"{kind}.{k}": v for kind in MODEL_KINDS for k, v in self.states(kind, ids).items()}
+        rows.update(self.optimizer_rows(ids))
+        rows["steps"] = self.steps[list(ids)]
+        return rows
+
+    @torch.no_grad()
+    def set_client_rows(self, ids: Sequence[int], rows: Rows) -> None:
+        for kind in MODEL_KINDS:
+            prefix = f"{kind}."
+            states = {k[len(prefix) :]: v for k, v in rows.items() if k.startswith(prefix)}
+            self.set_states(kind, ids, states)
+        self.set_optimizer_rows(ids, {k: v for k, v in rows.items() if k.startswith("sgd")})
+        self.steps[list(ids)] = rows["steps"]
+
+    @torch.no_grad()
+    def share_pool(self, pool: Sequence[int], owned: slice) -> None:
+        """After a step on several processes: every process gets the state of the step's pool
+        from the process that trained each client (``pool[owned]`` here), so all of them keep
+        the whole, identical bank. Two all-reduces: the floating and the integer state."""
+        rows = self.client_rows(pool)
+        groups = {
+            torch.float: [n for n, v in rows.items() if v.is_floating_point()],
+            torch.long: [n for n, v in rows.items() if not v.is_floating_point()],
+        }
+        float_dtype = rows[groups[torch.float][0]].dtype
+        shared = {}
+        for dtype, names in groups.items():
+            dtype = float_dtype if dtype is torch.float else dtype
+            flat = torch.cat([rows[n].reshape(len(pool), -1).to(dtype) for n in names], dim=1)
+            mine = torch.zeros(len(pool), 1, dtype=dtype, device=flat.device)
+            mine[owned] = 1
+            flat.mul_(mine)  # the other processes' clients: zeros here, their owner's rows there
+            torch.distributed.all_reduce(flat)
+            for n, part in zip(names, flat.split([rows[n][0].numel() for n in names], dim=1)):
+                shared[n] = part.reshape(rows[n].shape).to(rows[n].dtype)
+        self.set_client_rows(pool, shared)
+        self.participated[list(pool)] = True
 
     # -- FedAvg -----------------------------------------------------------------------------
     def pool_since_sync(self) -> list[int]:
@@ -230,6 +280,32 @@ class LoopClientBank(ClientBank):
 
     def template(self) -> nn.Module:
         return self.online[0]
+
+    def optimizer_rows(self, ids: Sequence[int]) -> Rows:
+        if not all(isinstance(self.optimizers[c], torch.optim.SGD) for c in ids):
+            raise ConfigError("several processes exchange client SGD state only; use SGD clients")
+        buffers: dict[str, list[torch.Tensor]] = {name: [] for name in self.param_names}
+        started = []
+        for c in ids:
+            state = self.optimizers[c].state
+            params = list(self.online[c].parameters())
+            bufs = [state.get(p, {}).get("momentum_buffer") for p in params]
+            started.append(bufs[0] is not None)
+            for name, p, buf in zip(self.param_names, params, bufs):
+                buffers[name].append(torch.zeros_like(p) if buf is None else buf)
+        rows = {f"sgd.{name}": torch.stack(b) for name, b in buffers.items()}
+        rows["sgd_started"] = torch.tensor(started, device=self.steps.device)
+        return rows
+
+    @torch.no_grad()
+    def set_optimizer_rows(self, ids: Sequence[int], rows: Rows) -> None:
+        for i, c in enumerate(ids):
+            state = self.optimizers[c].state
+            for name, p in zip(self.param_names, self.online[c].parameters()):
+                if rows["sgd_started"][i]:
+                    state[p]["momentum_buffer"] = rows[f"sgd.{name}"][i].clone()
+                else:
+                    state.pop(p, None)
 
     def optimizer_state(self) -> list[dict]:
         return [opt.state_dict() for opt in self.optimizers]

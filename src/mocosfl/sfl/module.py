@@ -95,6 +95,14 @@ class MocoSFL(L.LightningModule):
         # The resolved run config, stored in every checkpoint so that a checkpoint alone can
         # rebuild its model and data (set by the entry point).
         self.run_config: dict[str, Any] | None = None
+        # Under DDP only the server's and head's gradients are all-reduced: the clients' state
+        # is exchanged by ClientBank.share_pool, and the momentum copies and the queue are the
+        # same on every process by construction.
+        self._ddp_params_and_buffers_to_ignore = [
+            name
+            for name, _ in [*self.named_parameters(), *self.named_buffers()]
+            if name.split(".")[0] in ("bank", "queue", "server_momentum", "head_momentum")
+        ]
         self._pending_client_optimizers: list[dict] | None = None
         self._collapse_warned = False
 
@@ -211,9 +219,12 @@ class MocoSFL(L.LightningModule):
         optimizer = self.optimizers()
         optimizer.zero_grad()
         self.manual_backward(loss)
-        # The gradient at the cut goes back to the clients, each its own slice.
+        # The gradient at the cut goes back to the clients, each its own slice. With several
+        # processes each loss is the mean over its share of the pool; DDP averages the server's
+        # gradients over the processes, and this scaling does the same for the clients'.
+        world = self.trainer.world_size
         grads = server_in.grad.chunk(len(online_in))[: len(with_client_grad)]
-        grads = self.cut_gradients(batch, with_client_grad, list(grads))
+        grads = self.cut_gradients(batch, with_client_grad, [g / world for g in grads])
         torch.autograd.backward(with_client_grad, grads)
 
         server_lr, client_lr = self.learning_rates(self.trainer.global_step)
@@ -221,6 +232,11 @@ class MocoSFL(L.LightningModule):
             group["lr"] = server_lr
         optimizer.step()
         self.bank.step(ids, client_lr)
+        if world > 1:
+            pool, rank = batch["pool"].tolist(), self.trainer.global_rank
+            mine = slice(rank * len(pool) // world, (rank + 1) * len(pool) // world)
+            self.bank.share_pool(pool, mine)
+            keys = [self.all_gather(k).flatten(0, 1) for k in keys]  # in pool order
         self.queue.enqueue(torch.cat(keys))
 
         self.log_step(loss, terms[0][1], queries[0], server_lr, sum(map(client_lr, ids)) / len(ids))
@@ -243,9 +259,12 @@ class MocoSFL(L.LightningModule):
         client_lr: float,
     ) -> None:
         feature_std = queries.detach().float().std(dim=0).mean()
-        self.log("train/loss", loss.detach(), prog_bar=True)
-        self.log("train/contrastive_acc", contrastive_accuracy(logits.detach()), prog_bar=True)
-        self.log("train/feature_std", feature_std)
+        # Means over the processes' equal shares: the loss of the whole pool.
+        sync = self.trainer.world_size > 1
+        self.log("train/loss", loss.detach(), prog_bar=True, sync_dist=sync)
+        accuracy = contrastive_accuracy(logits.detach())
+        self.log("train/contrastive_acc", accuracy, prog_bar=True, sync_dist=sync)
+        self.log("train/feature_std", feature_std, sync_dist=sync)
         self.log("lr/server", server_lr)
         self.log("lr/client", client_lr)
         # A random network maps all images close together, so only a spread that is still

@@ -140,6 +140,19 @@ class VmapClientBank(ClientBank):
             row = rows[name].to(stack.dtype)
             stack.index_copy_(0, index, row.expand(len(index), *stack.shape[1:]))
 
+    def optimizer_rows(self, ids: Sequence[int]) -> Rows:
+        index = self._index(ids)
+        rows = {f"sgd.{n}": stack.index_select(0, index) for n, stack in self.stacked("sgd").items()}
+        rows["sgd_started"] = self.sgd_started[index]
+        return rows
+
+    @torch.no_grad()
+    def set_optimizer_rows(self, ids: Sequence[int], rows: Rows) -> None:
+        index = self._index(ids)
+        for name, stack in self.stacked("sgd").items():
+            stack.index_copy_(0, index, rows[f"sgd.{name}"].to(stack.dtype))
+        self.sgd_started[index] = rows["sgd_started"].bool()
+
     def template(self) -> nn.Module:
         return self._template[0]
 
