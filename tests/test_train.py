@@ -154,17 +154,23 @@ def test_unknown_dataset_or_model_lists_the_choices(tmp_path, group, value):
     assert "Available options" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_bf16_mixed_precision_trains(compose_train):
-    cfg = compose_train([*TINY, "~callbacks.knn", "trainer.max_steps=3", "trainer.precision=bf16-mixed"])
+@pytest.mark.parametrize("engine", ["loop", "vmap"])
+def test_bf16_mixed_precision_trains(compose_train, engine):
+    cfg = compose_train(
+        [*TINY, "~callbacks.knn", "trainer.max_steps=3", "trainer.precision=bf16-mixed"]
+        + [f"sfl.client_engine={engine}"]
+    )
     metrics = train(cfg)
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_trains_on_gpu_with_bf16(compose_train):
+@pytest.mark.parametrize("engine", ["loop", "vmap"])
+def test_trains_on_gpu_with_bf16(compose_train, engine):
     cfg = compose_train(
         [*TINY, "trainer=gpu", "trainer.max_steps=6", "callbacks.knn.k=5", "trainer.devices=1"]
+        + [f"sfl.client_engine={engine}"]
     )
     metrics = train(cfg)
     assert 0.0 <= metrics["test/knn_top1"] <= 100.0
