@@ -13,7 +13,7 @@ SWEEP ?=
 SWEEP_ID ?=
 WANDB := $(VENV)/bin/wandb
 
-.PHONY: help venv train eval attack demo test test-fast bench table sweep agent sweep-local clean
+.PHONY: help venv train eval attack overhead demo test test-fast bench table sweep agent sweep-local clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -35,6 +35,9 @@ eval: $(STAMP)  ## evaluate a checkpoint: make eval CKPT=<run>/checkpoints/final
 
 attack: $(STAMP)  ## model-inversion attack on a checkpoint: make attack CKPT=<run>/checkpoints/final.ckpt
 	$(PY) -m mocosfl.attack ckpt_path=$(CKPT) $(ARGS)
+
+overhead: $(STAMP)  ## the paper's Table 1 for a config, per client: make overhead ARGS="experiment=table3_c10_iid_100clients_cut1"
+	$(PY) -m mocosfl.overhead $(ARGS)
 
 demo: $(STAMP)  ## a short run on synthetic data (1-2 minutes on a CPU)
 	$(PY) -m mocosfl.train experiment=demo $(ARGS)

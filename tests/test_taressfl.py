@@ -75,7 +75,7 @@ def test_expert_data_splits_classes_and_serves_auxiliary_then_target(compose_tra
 def test_expert_data_refuses_bad_settings(compose_train, override, message):
     datamodule = hydra.utils.instantiate(compose_train([*STAGE1, override]).data)
     with pytest.raises(ConfigError, match=message):
-        datamodule._check_settings()
+        datamodule.check_settings()
 
 
 def test_expert_data_normalises_each_set_with_its_own_statistics(tmp_path, monkeypatch):

@@ -352,7 +352,7 @@ class FederatedDataModule(L.LightningDataModule):
         self.augmentation = MoCoV2Augmentation(self.image_size, self.mean, self.std)
 
     # -- checks -----------------------------------------------------------------------------
-    def _check_settings(self) -> None:
+    def check_settings(self) -> None:
         """Everything that can be checked before loading any data."""
         if self.name not in DATASET_NAMES:
             raise ConfigError(
@@ -414,7 +414,7 @@ class FederatedDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.client_parts is not None:
             return  # idempotent
-        self._check_settings()
+        self.check_settings()
         train = load_image_set(
             self.name, self.root, "train", self.download, self.image_size, self.synthetic
         )

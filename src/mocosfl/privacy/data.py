@@ -103,9 +103,9 @@ class ExpertDataModule(FederatedDataModule):
         self.aux_set: ImageSet | None = None
         self.aux_indices: np.ndarray | None = None
 
-    def _check_settings(self) -> None:
+    def check_settings(self) -> None:
         """The data module's checks, and the expert's."""
-        super()._check_settings()
+        super().check_settings()
         unknown = sorted(set(self.aux) - set(_AUX_KEYS))
         checks = [
             (
