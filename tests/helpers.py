@@ -1,9 +1,11 @@
-"""Test helpers: configs composed as Hydra would compose them, and the notebook kernel
-registered inside the project's environment."""
+"""Test helpers: configs composed as Hydra would compose them, the notebook kernel registered
+inside the project's environment, and notebooks run on it."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -56,3 +58,23 @@ def ensure_kernel() -> str:
         capture_output=True,
     )
     return KERNEL
+
+
+def run_notebook(name: str, out_dir: Path, **parameters) -> tuple[dict, Any]:
+    """Execute ``notebooks/<name>.ipynb`` with papermill on the project's kernel, with
+    ``parameters`` and a ``results_path`` in ``out_dir``; returns the results the notebook
+    recorded and the executed notebook."""
+    import nbformat
+    import papermill
+
+    results_path = out_dir / "results.json"
+    out = out_dir / f"{name}.out.ipynb"
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / f"{name}.ipynb"),
+        str(out),
+        parameters={**parameters, "results_path": str(results_path)},
+        kernel_name=ensure_kernel(),
+        cwd=str(ROOT),
+        progress_bar=False,
+    )
+    return json.loads(results_path.read_text()), nbformat.read(out, as_version=4)

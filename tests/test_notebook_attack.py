@@ -1,18 +1,13 @@
 """notebooks/attack.ipynb runs through papermill on two tiny checkpoints (plain MocoSFL and a
 TAResSFL expert), on the project's kernel, and records the numbers the API gives."""
 
-import json
-
-import nbformat
 import pytest
-from helpers import ROOT, ensure_kernel
+from helpers import run_notebook
 from test_taressfl import STAGE1
 from test_train import TINY
 
 from mocosfl.privacy import AttackSettings, attack_checkpoint
 from mocosfl.train import train
-
-NOTEBOOK = ROOT / "notebooks" / "attack.ipynb"
 
 
 @pytest.mark.slow  # a fresh Python process or a notebook kernel each
@@ -30,29 +25,18 @@ def test_notebook_compares_two_checkpoints(compose_train, tmp_path, monkeypatch)
         for name, path in checkpoints.items()
     }
 
-    import papermill
-
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel computes as this process does
-    results_path = tmp_path / "results.json"
-    out = tmp_path / "attack.out.ipynb"
-    papermill.execute_notebook(
-        str(NOTEBOOK),
-        str(out),
-        parameters={
-            "ckpt_path": str(checkpoints["checkpoint"]),
-            "defended_ckpt_path": str(checkpoints["defended"]),
-            "aux_fraction": 0.5,
-            "attack_steps": 10,
-            "decoder_width": 4,
-            "num_targets": 8,
-            "seed": 5,
-            "results_path": str(results_path),
-        },
-        kernel_name=ensure_kernel(),
-        cwd=str(ROOT),
-        progress_bar=False,
+    got, executed = run_notebook(
+        "attack",
+        tmp_path,
+        ckpt_path=str(checkpoints["checkpoint"]),
+        defended_ckpt_path=str(checkpoints["defended"]),
+        aux_fraction=0.5,
+        attack_steps=10,
+        decoder_width=4,
+        num_targets=8,
+        seed=5,
     )
-    got = json.loads(results_path.read_text())
     assert got["settings"]["steps"] == 10 and got["settings"]["seed"] == 5
     assert set(got["results"]) == {"checkpoint", "defended"}
     for name, result in expected.items():
@@ -64,7 +48,6 @@ def test_notebook_compares_two_checkpoints(compose_train, tmp_path, monkeypatch)
         assert recorded["num_aux"] == result.num_aux
         assert recorded["ckpt_path"] == str(checkpoints[name])
 
-    executed = nbformat.read(out, as_version=4)
     outputs = [o for c in executed.cells for o in c.get("outputs", [])]
     figures = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(figures) == 2, "the image grids and the decoder's validation curves"

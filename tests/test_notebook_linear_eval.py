@@ -4,21 +4,15 @@ kernel, and records the numbers the standalone evaluation gives."""
 import json
 from pathlib import Path
 
-import nbformat
 import pytest
-from helpers import ROOT, compose_eval, ensure_kernel
+from helpers import compose_eval, run_notebook
 from test_train import TINY
 
 from mocosfl.eval import evaluate
 from mocosfl.train import train
 
-NOTEBOOK = ROOT / "notebooks" / "linear_eval.ipynb"
-
-
 @pytest.mark.slow  # a fresh Python process or a notebook kernel each
 def test_notebook_records_the_evaluation(compose_train, tmp_path):
-    import papermill
-
     cfg = compose_train(
         [*TINY, "~callbacks.knn", "~callbacks.linear_probe", "trainer.max_epochs=2"]
     )
@@ -37,23 +31,14 @@ def test_notebook_records_the_evaluation(compose_train, tmp_path):
     )
     probe = json.loads((tmp_path / "eval" / "probe.json").read_text())
 
-    results_path = tmp_path / "results.json"
-    out = tmp_path / "linear_eval.out.ipynb"
-    papermill.execute_notebook(
-        str(NOTEBOOK),
-        str(out),
-        parameters={
-            "ckpt_path": str(ckpt),
-            "eval_kind": "linear",
-            "epochs": 5,
-            "label_fraction": 0.5,
-            "results_path": str(results_path),
-        },
-        kernel_name=ensure_kernel(),
-        cwd=str(ROOT),
-        progress_bar=False,
+    got, executed = run_notebook(
+        "linear_eval",
+        tmp_path,
+        ckpt_path=str(ckpt),
+        eval_kind="linear",
+        epochs=5,
+        label_fraction=0.5,
     )
-    got = json.loads(results_path.read_text())
     assert got["test_top1"] == expected["test/linear_top1"]
     assert got["val_top1"] == expected["val/linear_top1"]
     for key in ("val_curve", "epoch", "num_labelled", "test_per_class", "test_confusion"):
@@ -64,7 +49,6 @@ def test_notebook_records_the_evaluation(compose_train, tmp_path):
     first, second = got["pca_explained_variance"]
     assert 0 < second <= first and first + second <= 1 + 1e-9
 
-    executed = nbformat.read(out, as_version=4)
     figures = [
         o for c in executed.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})
     ]
