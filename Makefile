@@ -48,7 +48,7 @@ test: $(STAMP)  ## the whole suite, as CI runs it
 test-fast: $(STAMP)  ## the quick subset (no slow tests)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-bench: $(STAMP)  ## step time: MocoSFL with 1, 10, 100 clients against centralized MoCo
+bench: $(STAMP)  ## step time and peak memory: loop and vmap client engines at 10, 100, 1000 clients against centralized MoCo
 	$(PY) benchmarks/step_time.py $(ARGS)
 
 table: $(STAMP)  ## mean ± std over seeds 1234-1236 of the finished paper rows: make table [RUNS=logs] [ARGS="--metric attack/mse"]
