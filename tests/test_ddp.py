@@ -9,28 +9,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import run_cli
+from test_train import TINY, run_cli
 
+CHANGED = ("trainer=", "sfl.num_clients", "sfl.clients_per_step", "sfl.client_batch_size")
 SMALL = [
-    "data=synthetic",
-    "data.image_size=16",
-    "data.val_images=16",
-    "data.synthetic.train_size=64",
-    "data.synthetic.test_size=32",
-    "data.num_workers=0",
-    "model.width=8",
-    "module.head_hidden_dim=32",
-    "module.head_out_dim=16",
-    "logger=csv",
-    "~callbacks.progress",
+    *(o for o in TINY if not o.startswith(CHANGED)),
     "~callbacks.knn",
     "~callbacks.linear_probe",
     "sfl.num_clients=6",
     "sfl.clients_per_step=4",
     "sfl.client_batch_size=2",
-    "sfl.sync_every=3",
-    "sfl.queue_size=40",
-    "num_threads=1",
     "trainer.accelerator=cpu",
     "trainer.max_steps=8",
     "trainer.log_every_n_steps=1",
