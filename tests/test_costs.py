@@ -13,7 +13,7 @@ from helpers import compose
 from mocosfl.data import FederatedDataModule
 from mocosfl.errors import ConfigError
 from mocosfl.models import build_split_model
-from mocosfl.overhead import overhead, train_images
+from mocosfl.overhead import overhead
 from mocosfl.sfl.costs import MB, StepPlan, client_traffic, measure_client, saved_bytes
 from mocosfl.train import train
 from test_train import TINY
@@ -144,7 +144,7 @@ def test_traffic_reproduces_the_papers_table1():
 
 @pytest.mark.filterwarnings("ignore:data.val_images=100 capped")
 @pytest.mark.parametrize("val_images, max_train_images", [(16, None), (100, None), (16, 20)])
-def test_train_images_from_settings_match_the_data_module(val_images, max_train_images):
+def test_split_sizes_from_settings_match_the_loaded_data(val_images, max_train_images):
     datamodule = FederatedDataModule(
         name="synthetic",
         root="unused",
@@ -158,7 +158,7 @@ def test_train_images_from_settings_match_the_data_module(val_images, max_train_
         synthetic={"train_size": 64, "test_size": 8},
     )
     datamodule.setup()
-    assert train_images(64, val_images, max_train_images) == datamodule.num_train_images
+    assert datamodule.split_sizes(64) == (datamodule.num_val_images, datamodule.num_train_images)
 
 
 def final_state(run_dir: Path) -> dict[str, torch.Tensor]:

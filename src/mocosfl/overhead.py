@@ -41,13 +41,6 @@ PAPER_SCHEME_OF_CUT = {1: "MocoSFL-1", 2: "MocoSFL-3"}
 KNOWN_TRAIN_SPLIT = {"cifar10": 50_000, "cifar100": 50_000}
 
 
-def train_images(split_size: int, val_images: int, max_train_images: int | None) -> int:
-    """Images left for the clients, as FederatedDataModule.setup leaves them: the training split
-    minus the validation hold-out (at most half of it), capped at ``max_train_images``."""
-    kept = split_size - min(val_images, split_size // 2)
-    return kept if max_train_images is None else min(kept, max_train_images)
-
-
 def steps_per_epoch(data_cfg: DictConfig) -> int:
     """The run's epoch in steps: from the settings for CIFAR (no files needed), else from the
     data module itself (synthetic images take a fraction of a second, a folder is read once; a
@@ -55,9 +48,7 @@ def steps_per_epoch(data_cfg: DictConfig) -> int:
     datamodule = hydra.utils.instantiate(data_cfg)
     if type(datamodule) is FederatedDataModule and datamodule.name in KNOWN_TRAIN_SPLIT:
         datamodule.check_settings()  # what setup() checks before it reads any data
-        images = train_images(
-            KNOWN_TRAIN_SPLIT[datamodule.name], datamodule.val_images, datamodule.max_train_images
-        )
+        images = datamodule.split_sizes(KNOWN_TRAIN_SPLIT[datamodule.name])[1]
     else:
         datamodule.setup("fit")
         images = datamodule.num_train_images

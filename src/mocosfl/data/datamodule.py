@@ -352,6 +352,13 @@ class FederatedDataModule(L.LightningDataModule):
         self.augmentation = MoCoV2Augmentation(self.image_size, self.mean, self.std)
 
     # -- checks -----------------------------------------------------------------------------
+    def split_sizes(self, n: int) -> tuple[int, int]:
+        """(validation images, client training images) taken from a training split of ``n``
+        images: ``val_images`` held out (at most half), the rest capped at ``max_train_images``."""
+        n_val = min(self.val_images, n // 2)
+        rest = n - n_val
+        return n_val, rest if self.max_train_images is None else min(rest, self.max_train_images)
+
     def check_settings(self) -> None:
         """Everything that can be checked before loading any data."""
         if self.name not in DATASET_NAMES:
@@ -428,7 +435,7 @@ class FederatedDataModule(L.LightningDataModule):
                     f"expected (3, {self.image_size}, {self.image_size}); check data.image_size"
                 )
         n = len(train)
-        n_val = min(self.val_images, n // 2)
+        n_val, n_train = self.split_sizes(n)
         if n_val < self.val_images:
             warnings.warn(
                 f"data.val_images={self.val_images} capped to {n_val} (half of the {n} "
@@ -443,9 +450,9 @@ class FederatedDataModule(L.LightningDataModule):
             )
         perm = np.random.default_rng([self.seed, 101]).permutation(n).astype(np.int64)
         val_idx, rest = np.sort(perm[:n_val]), perm[n_val:]
-        if self.max_train_images is not None and self.max_train_images < rest.shape[0]:
+        if n_train < rest.shape[0]:
             rest = np.random.default_rng([self.seed, 102]).permutation(rest)
-            rest = rest[: self.max_train_images]
+            rest = rest[:n_train]
         train_idx = np.sort(rest)
         if train_idx.shape[0] < self.num_clients:
             raise ConfigError(

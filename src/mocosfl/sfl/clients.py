@@ -48,13 +48,22 @@ class ClientBank(nn.Module, ABC):
         self.num_clients = num_clients
         self.ema_decay = ema_decay
         self.param_names = [name for name, _ in client.named_parameters()]
-        self.base_lr = float(optimizer(params=client.parameters()).defaults["lr"])
+        probe = optimizer(params=client.parameters())
+        self.base_lr = float(probe.defaults["lr"])
         w = torch.ones(num_clients) if weights is None else torch.as_tensor(weights, dtype=torch.float)
         if w.shape != (num_clients,):
             raise ValueError(f"expected {num_clients} FedAvg weights, got {tuple(w.shape)}")
         self.register_buffer("weights", w.float())
         self.register_buffer("participated", torch.zeros(num_clients, dtype=torch.bool))
         self.register_buffer("steps", torch.zeros(num_clients, dtype=torch.long))
+        self._add_clients(client, optimizer, probe)
+
+    @abstractmethod
+    def _add_clients(
+        self, client: nn.Module, optimizer: OptimizerFactory, probe: torch.optim.Optimizer
+    ) -> None:
+        """Hold ``num_clients`` copies of ``client`` with their momentum copies and optimizer
+        state; ``probe`` is ``optimizer`` built on ``client`` (its type and settings)."""
 
     # -- the engine: one step -----------------------------------------------------------------
     @abstractmethod
@@ -140,14 +149,10 @@ class ClientBank(nn.Module, ABC):
         from the process that trained each client (``pool[owned]`` here), so all of them keep
         the whole, identical bank. Two all-reduces: the floating and the integer state."""
         rows = self.client_rows(pool)
-        groups = {
-            torch.float: [n for n, v in rows.items() if v.is_floating_point()],
-            torch.long: [n for n, v in rows.items() if not v.is_floating_point()],
-        }
-        float_dtype = rows[groups[torch.float][0]].dtype
+        floating = [n for n, v in rows.items() if v.is_floating_point()]
+        integer = [n for n in rows if n not in floating]  # step counts, SGD-started flags
         shared = {}
-        for dtype, names in groups.items():
-            dtype = float_dtype if dtype is torch.float else dtype
+        for names, dtype in ((floating, rows[floating[0]].dtype), (integer, torch.long)):
             flat = torch.cat([rows[n].reshape(len(pool), -1).to(dtype) for n in names], dim=1)
             mine = torch.zeros(len(pool), 1, dtype=dtype, device=flat.device)
             mine[owned] = 1
@@ -231,17 +236,11 @@ class ClientBank(nn.Module, ABC):
 class LoopClientBank(ClientBank):
     """The ``loop`` engine: a list of client modules, each with its own optimizer."""
 
-    def __init__(
-        self,
-        client: nn.Module,
-        num_clients: int,
-        optimizer: OptimizerFactory,
-        ema_decay: float = 0.99,
-        weights: Sequence[float] | None = None,
+    def _add_clients(
+        self, client: nn.Module, optimizer: OptimizerFactory, probe: torch.optim.Optimizer
     ) -> None:
-        super().__init__(client, num_clients, optimizer, ema_decay, weights)
-        self.online = nn.ModuleList(copy.deepcopy(client) for _ in range(num_clients))
-        self.momentum = nn.ModuleList(momentum_copy(client) for _ in range(num_clients))
+        self.online = nn.ModuleList(copy.deepcopy(client) for _ in range(self.num_clients))
+        self.momentum = nn.ModuleList(momentum_copy(client) for _ in range(self.num_clients))
         self.optimizers = [optimizer(params=m.parameters()) for m in self.online]
 
     def encode(self, ids: Sequence[int], images: torch.Tensor) -> torch.Tensor:

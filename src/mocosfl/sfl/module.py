@@ -152,11 +152,14 @@ class MocoSFL(L.LightningModule):
         base = self.optimizers().optimizer.defaults["lr"]
         server = base * self.server_schedule.factor(step, self.total_steps, self.steps_per_epoch)
         client_base = self.bank.base_lr
-        steps = self.bank.steps.tolist()
+        # Only the legacy schedule reads each client's own step count: copying every client's
+        # count to the host each step would cost a device sync for nothing.
+        steps = self.bank.steps.tolist() if self.client_schedule.per_client else None
 
         def client_lr(c: int) -> float:
+            own_steps = steps[c] if steps is not None else 0
             factor = self.client_schedule.factor(
-                step, self.total_steps, self.steps_per_epoch, own_steps=steps[c]
+                step, self.total_steps, self.steps_per_epoch, own_steps=own_steps
             )
             return client_base * factor
 

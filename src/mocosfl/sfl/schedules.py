@@ -36,6 +36,11 @@ class LRSchedule:
         self.kind = kind
         self.legacy_period = legacy_period
 
+    @property
+    def per_client(self) -> bool:
+        """Whether the factor depends on a client's own step count."""
+        return self.kind == "legacy_per_client_step"
+
     def factor(
         self, server_step: int, total_steps: int, steps_per_epoch: int, own_steps: int = 0
     ) -> float:

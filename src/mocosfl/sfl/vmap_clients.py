@@ -24,21 +24,14 @@ class VmapClientBank(ClientBank):
     client optimizer is SGD.
     """
 
-    def __init__(
-        self,
-        client: nn.Module,
-        num_clients: int,
-        optimizer: OptimizerFactory,
-        ema_decay: float = 0.99,
-        weights: Sequence[float] | None = None,
+    def _add_clients(
+        self, client: nn.Module, optimizer: OptimizerFactory, probe: torch.optim.Optimizer
     ) -> None:
-        super().__init__(client, num_clients, optimizer, ema_decay, weights)
         if any(True for _ in client.buffers()):
             raise ConfigError(
                 "sfl.client_engine=vmap needs a client model without buffers (model.norm=gn); "
                 "use sfl.client_engine=loop for BatchNorm clients"
             )
-        probe = optimizer(params=client.parameters())
         if type(probe) is not torch.optim.SGD:
             raise ConfigError(
                 f"sfl.client_engine=vmap steps SGD clients only, not {type(probe).__name__}; "
@@ -48,15 +41,16 @@ class VmapClientBank(ClientBank):
         self._param_groups = probe.state_dict()["param_groups"]
         self._template = [client]  # a list keeps it out of the state dict and parameters
         for name, p in client.named_parameters():
-            stack = p.detach().unsqueeze(0).repeat(num_clients, *[1] * p.dim())
+            stack = p.detach().unsqueeze(0).repeat(self.num_clients, *[1] * p.dim())
             self.register_buffer(self._key("online", name), stack)
             self.register_buffer(self._key("momentum", name), stack.clone())
             # Optimizer state lives in the checkpoint's client_optimizers, as in the loop engine.
             self.register_buffer(self._key("sgd", name), torch.zeros_like(stack), persistent=False)
         self.register_buffer(
-            "sgd_started", torch.zeros(num_clients, dtype=torch.bool), persistent=False
+            "sgd_started", torch.zeros(self.num_clients, dtype=torch.bool), persistent=False
         )
         self._pool: tuple[tuple[int, ...], dict[str, torch.Tensor]] | None = None
+        self._last_index: tuple[tuple[int, ...], torch.Tensor] | None = None
 
     @staticmethod
     def _key(kind: str, name: str) -> str:
@@ -72,7 +66,16 @@ class VmapClientBank(ClientBank):
         return run(params, images).flatten(0, 1)
 
     def _index(self, ids: Sequence[int]) -> torch.Tensor:
-        return torch.as_tensor(list(ids), dtype=torch.long, device=self.steps.device)
+        """``ids`` as an index tensor on the bank's device; a step asks for its pool's several
+        times, so the last one is kept rather than copied to the device again."""
+        ids = tuple(ids)
+        cached = self._last_index
+        if cached is None or cached[0] != ids or cached[1].device != self.steps.device:
+            cached = self._last_index = (
+                ids,
+                torch.as_tensor(ids, dtype=torch.long, device=self.steps.device),
+            )
+        return cached[1]
 
     # -- one step ---------------------------------------------------------------------------
     def encode(self, ids: Sequence[int], images: torch.Tensor) -> torch.Tensor:
