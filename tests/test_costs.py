@@ -163,7 +163,7 @@ def test_split_sizes_from_settings_match_the_loaded_data(val_images, max_train_i
 
 def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
     """The final model and the global torch RNG state the run's checkpoint holds."""
-    ckpt = torch.load(run_dir / "checkpoints" / "final.ckpt", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     return {**ckpt["state_dict"], "rng/torch": ckpt["rng_states"]["torch"]}
 
 

@@ -31,7 +31,7 @@ def step_losses(run_dir: Path) -> dict[int, float]:
 
 
 def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
-    ckpt = torch.load(run_dir / "checkpoints" / "final.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     return ckpt["state_dict"]
 
 

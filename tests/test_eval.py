@@ -102,9 +102,11 @@ def test_load_encoder_and_datamodule_round_trip(compose_train):
     ckpt = out / "checkpoints" / "final.ckpt"
 
     module = load_module(ckpt)
-    saved = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    for name, value in module.state_dict().items():
-        torch.testing.assert_close(value, saved[name], rtol=0, atol=0, msg=name)
+    full = load_module(out / "checkpoints" / "last.ckpt")  # the full state of the same step
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert saved["format"] == "mocosfl-final" and saved["global_step"] == 3
+    for name, value in module.server.state_dict().items():
+        torch.testing.assert_close(value, full.server.state_dict()[name], rtol=0, atol=0)
 
     datamodule = load_datamodule(ckpt, num_workers=0, eval_batch_size=7)
     datamodule.setup()
@@ -119,7 +121,35 @@ def test_load_encoder_and_datamodule_round_trip(compose_train):
     feats = encoder(images)
     assert feats.shape == (7, module.feature_dim)
     torch.testing.assert_close(feats, module.encoder("backbone")(images), rtol=0, atol=0)
+    torch.testing.assert_close(feats, full.encoder("backbone")(images), rtol=0, atol=0)
     assert load_encoder(ckpt, feature="head")(images).shape == (7, 16)
+
+
+class Pickled:
+    """Any Python object: unpickling it could run code."""
+
+
+def test_every_checkpoint_loads_without_pickle_and_a_pickled_one_is_refused(
+    compose_train, tmp_path
+):
+    cfg = compose_train(
+        [*TINY, "~callbacks.knn", "~callbacks.linear_probe", "trainer.max_steps=4"]
+        + ["callbacks.checkpoint.every_n_train_steps=2", "callbacks.checkpoint.keep_every_n_steps=2"]
+    )
+    train(cfg)
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    names = sorted(p.name for p in checkpoints.iterdir())
+    assert names == ["final.ckpt", "last.ckpt", "step_0000002.ckpt", "step_0000004.ckpt"]
+    for path in checkpoints.iterdir():
+        torch.load(path, map_location="cpu", weights_only=True)
+        load_encoder(path)
+    # final.ckpt holds one client model and no queue or optimizer state.
+    assert (checkpoints / "final.ckpt").stat().st_size < (checkpoints / "last.ckpt").stat().st_size / 2
+
+    torch.save({"run_config": {}, "payload": Pickled()}, tmp_path / "pickled.ckpt")
+    with pytest.raises(ConfigError, match="pickled Python objects") as err:
+        load_module(tmp_path / "pickled.ckpt")
+    assert "\n" not in str(err.value)
 
 
 def test_api_errors_are_config_errors(compose_train, tmp_path):

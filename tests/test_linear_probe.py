@@ -169,8 +169,8 @@ def test_feature_cache_extracts_once_per_step_and_trainer():
 
 def final_weights(cfg) -> dict[str, torch.Tensor]:
     train(cfg)
-    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "final.ckpt"
-    return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"  # every client's weights
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
 
 
 def test_callback_does_not_change_the_training_run(compose_train, tmp_path):

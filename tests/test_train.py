@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -56,7 +57,7 @@ def test_train_writes_metrics_checkpoints_and_partition(compose_train):
 
 def flat_state(ckpt_path: Path) -> dict[str, torch.Tensor]:
     """Every tensor that must continue exactly: weights, momentum copies, queue, optimizers."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     state = {f"model/{k}": v for k, v in ckpt["state_dict"].items()}
     optimizers = {"server": ckpt["optimizer_states"][0]["state"]}
     optimizers.update({f"client{c}": s["state"] for c, s in enumerate(ckpt["client_optimizers"])})
@@ -69,41 +70,48 @@ def flat_state(ckpt_path: Path) -> dict[str, torch.Tensor]:
 
 
 class InterruptAt(L.Callback):
-    """Presses Ctrl-C just before step ``step`` + 1, after the checkpoint of step ``step``."""
+    """Sends this process ``signum`` at the end of step ``step``, as Ctrl-C or ``kill`` would."""
 
-    def __init__(self, step: int) -> None:
-        self.step = step
+    def __init__(self, step: int, signum: int = signal.SIGINT) -> None:
+        self.step, self.signum = step, signum
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), self.signum)
 
 
 @pytest.mark.parametrize(
-    "k, workers",
-    [(6, 0), (4, 0), pytest.param(4, 2, marks=pytest.mark.slow)],
-    ids=["epoch-boundary", "mid-round", "mid-round-2-workers"],
+    "k, workers, signum",
+    [
+        (6, 0, signal.SIGINT),
+        (4, 0, signal.SIGTERM),
+        pytest.param(4, 2, signal.SIGINT, marks=pytest.mark.slow),
+    ],
+    ids=["epoch-boundary-sigint", "mid-round-sigterm", "mid-round-2-workers"],
 )
-def test_resume_continues_exactly(compose_train, tmp_path, k, workers):
-    """2k steps in one go equal k steps, a Ctrl-C, and a resume from the step-k checkpoint."""
+def test_resume_continues_exactly(compose_train, tmp_path, k, workers, signum):
+    """2k steps in one go equal k steps, a signal, and a resume from the last.ckpt it wrote."""
     common = [*TINY, "~callbacks.knn", f"data.num_workers={workers}", f"trainer.max_steps={2 * k}"]
-    common += [f"callbacks.checkpoint.every_n_train_steps={k}"]
+    common += ["callbacks.checkpoint.every_n_train_steps=100"]  # only the signal saves at k
 
     straight = compose_train(common)
     train(straight)
-    straight_ckpt = Path(straight.paths.output_dir) / "checkpoints" / f"step_{2 * k:07d}.ckpt"
+    straight_ckpt = Path(straight.paths.output_dir) / "checkpoints" / "last.ckpt"
 
     interrupted = compose_train(common)
     interrupted.paths.output_dir = str(tmp_path / "interrupted")
     with open_dict(interrupted):
-        interrupted.callbacks.interrupt = {"_target_": f"{__name__}.InterruptAt", "step": k}
-    with pytest.raises((SystemExit, KeyboardInterrupt)):
-        train(interrupted)
-    checkpoint = tmp_path / "interrupted" / "checkpoints" / f"step_{k:07d}.ckpt"
+        interrupted.callbacks.interrupt = {
+            "_target_": f"{__name__}.InterruptAt", "step": k, "signum": int(signum)
+        }
+    stopped = train(interrupted)
+    assert stopped["interrupted"] == signal.Signals(signum).name and stopped["step"] == k
+    checkpoint = tmp_path / "interrupted" / "checkpoints" / "last.ckpt"
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == k
     resumed = compose_train([*common, f"ckpt_path={checkpoint}"])
     resumed.paths.output_dir = str(tmp_path / "resumed")
     train(resumed)
-    resumed_ckpt = tmp_path / "resumed" / "checkpoints" / f"step_{2 * k:07d}.ckpt"
+    resumed_ckpt = tmp_path / "resumed" / "checkpoints" / "last.ckpt"
 
     want, got = flat_state(straight_ckpt), flat_state(resumed_ckpt)
     assert want.keys() == got.keys()

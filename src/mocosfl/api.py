@@ -8,7 +8,11 @@ checkpoint alone rebuilds the model and the data split::
     datamodule.setup()
     feats, labels = extract_features(encoder, datamodule.eval_dataloader("test"))
 
-Checkpoints are unpickled (they hold numpy RNG states): load only files you trust.
+Two kinds of checkpoint: ``last.ckpt`` / ``step_NNNNNNN.ckpt`` hold the full training state
+(every client, optimizer, queue, RNG state: what a resume needs); ``final.ckpt`` holds what
+evaluation needs (the model after the final FedAvg, the run config and the partition) and is
+small. Both hold tensors and plain Python values only, and are loaded with
+``torch.load(weights_only=True)``: a file with pickled objects (which could run code) is refused.
 """
 
 import pickle
@@ -24,14 +28,23 @@ from mocosfl.errors import ConfigError
 from mocosfl.sfl import MocoSFL
 
 
+FINAL_FORMAT = "mocosfl-final"
+
+
 def load_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
-    """The checkpoint dict, memory-mapped (reading ``run_config`` alone touches no weights)."""
+    """The checkpoint dict, memory-mapped (reading ``run_config`` alone touches no weights),
+    with ``weights_only=True``."""
     path = Path(ckpt_path)
     if not path.is_file():
         raise ConfigError(f"ckpt_path={ckpt_path} does not exist")
     try:
-        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} holds pickled Python objects, which could run code when "
+            "loaded; refusing it (mocosfl writes tensors and plain values only)"
+        ) from exc
+    except (RuntimeError, EOFError) as exc:
         raise ConfigError(
             f"ckpt_path={ckpt_path} is not a readable checkpoint: {str(exc).splitlines()[0]}"
         ) from exc
@@ -42,19 +55,43 @@ def load_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def final_checkpoint(module: MocoSFL, partition: dict[str, torch.Tensor], global_step: int) -> dict:
+    """The content of ``final.ckpt``: the FedAvg client model, the server and the head, the run
+    config and the partition."""
+    return {
+        "format": FINAL_FORMAT,
+        "run_config": module.run_config,
+        "global_step": global_step,
+        "client": module.bank.averaged_client().state_dict(),
+        "server": module.server.state_dict(),
+        "head": module.head.state_dict(),
+        "partition": partition,
+    }
+
+
 def load_module(ckpt_path: str | Path) -> MocoSFL:
     """The trained MocoSFL module (on the CPU), built from the checkpoint's run config as
-    ``mocosfl.train`` builds it, with the checkpoint's weights; ``module.run_config`` is set."""
+    ``mocosfl.train`` builds it, with the checkpoint's weights; ``module.run_config`` is set.
+
+    From a ``final.ckpt`` the module has one client, the FedAvg model (the momentum copies
+    start as copies of the online models, the queue is empty): all that evaluation and the
+    attack read (``encoder``, ``bank.averaged_client``, ``server``, ``head``)."""
     ckpt = load_checkpoint(ckpt_path)
     run_config = ckpt["run_config"]
-    state = ckpt["state_dict"]
+    final = ckpt.get("format") == FINAL_FORMAT
     module = hydra.utils.instantiate(
-        run_config["module"],
+        {**run_config["module"], **({"num_clients": 1, "client_engine": "loop"} if final else {})},
         split_model=hydra.utils.instantiate(run_config["model"]),
         # The FedAvg weights are a buffer of the checkpoint; they stand in for the data sizes.
-        client_sizes=state["bank.weights"].tolist(),
+        client_sizes=[1] if final else ckpt["state_dict"]["bank.weights"].tolist(),
     )
-    module.load_state_dict(state)
+    if final:
+        module.bank.load_client(ckpt["client"])
+        for part, state in [("server", ckpt["server"]), ("head", ckpt["head"])]:
+            getattr(module, part).load_state_dict(state)
+            getattr(module, f"{part}_momentum").load_state_dict(state)
+    else:
+        module.load_state_dict(ckpt["state_dict"])
     module.run_config = run_config
     return module
 

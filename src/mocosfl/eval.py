@@ -26,7 +26,7 @@ from mocosfl.evaluation import (
     knn_predict,
     train_probe,
 )
-from mocosfl.utils.run import instantiate_each, user_errors, with_num_threads, write_metrics
+from mocosfl.utils.run import CONFIG_DIR, instantiate_each, user_errors, with_num_threads, write_metrics
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 KINDS = ("probe", "knn")
@@ -124,7 +124,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     with user_errors():

@@ -1,5 +1,8 @@
 """Train MocoSFL: ``python -m mocosfl.train data=cifar10 sfl.num_clients=100 ...``."""
 
+import signal
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +15,22 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 import mocosfl  # noqa: F401  (registers the config resolvers)
-from mocosfl.callbacks import FedAvgCallback
+from mocosfl.api import final_checkpoint, load_checkpoint
+from mocosfl.callbacks import FedAvgCallback, RunInterrupted
+from mocosfl.callbacks.progress import duration
 from mocosfl.errors import ConfigError
 from mocosfl.privacy.taressfl import init_from_checkpoint
+from mocosfl.utils.history import HistoryLogger
 from mocosfl.utils.plots import label_histogram
-from mocosfl.utils.run import instantiate_each, user_errors, with_num_threads, write_metrics
+from mocosfl.utils.resume import frozen_source, resume_checkpoint, resumed_config
+from mocosfl.utils.run import (
+    CONFIG_DIR,
+    instantiate_each,
+    user_errors,
+    with_num_threads,
+    write_metrics,
+)
+from mocosfl.utils.summary import print_summary
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -26,8 +40,6 @@ def check_config(cfg: DictConfig) -> None:
             f"model.norm=bn needs sfl.client_batch_size >= 8 (got {cfg.sfl.client_batch_size}): "
             "batch statistics of a few images are noise; use model.norm=gn"
         )
-    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist")
 
 
 def save_partition(datamodule: Any, trainer: L.Trainer, out_dir: Path) -> None:
@@ -43,11 +55,69 @@ def save_partition(datamodule: Any, trainer: L.Trainer, out_dir: Path) -> None:
     plt.close(fig)
 
 
+def run_config_of(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config stored in every checkpoint, with ``data.root`` made absolute so that
+    the checkpoint is usable from any directory (a notebook runs from ``notebooks/``)."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if config.get("data", {}).get("root"):
+        config["data"]["root"] = str(Path(config["data"]["root"]).resolve())
+    return config
+
+
+def final_metrics(trainer: L.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+
+def resume_command(run_dir: Path) -> str:
+    return f"python -m mocosfl.train resume={run_dir}"
+
+
+def print_train_summary(
+    out_dir: Path, trainer: L.Trainer, seconds: float, metrics: dict[str, float], title: str
+) -> None:
+    checkpoints = out_dir / "checkpoints"
+    final = checkpoints / "final.ckpt"
+    rows = [
+        ("run directory", out_dir),
+        ("steps", trainer.global_step),
+        ("wall time", duration(seconds)),
+        *((name, metrics.get(key)) for key, name in SUMMARY_METRICS),
+        ("checkpoint", final if final.is_file() else checkpoints / "last.ckpt"),
+        ("history", out_dir / "history.csv"),
+    ]
+    if final.is_file():
+        commands = [
+            f"make eval CKPT={final}",
+            f"make attack CKPT={final}",
+            f"{resume_command(out_dir)} trainer.max_steps=<more steps>",
+        ]
+    else:
+        commands = [resume_command(out_dir)]
+    print_summary(title, rows, commands)
+
+
+SUMMARY_METRICS = (
+    ("train/loss", "train loss"),
+    ("val/knn_top1", "val kNN top-1 (%)"),
+    ("test/knn_top1", "test kNN top-1 (%)"),
+    ("val/linear_top1", "val linear top-1 (%)"),
+    ("test/linear_top1", "test linear top-1 (%)"),
+    ("attack/mse", "attack MSE"),
+)
+
+
 @with_num_threads
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Build everything from the config, fit, and write ``metrics.json``; returns its content."""
+    """Build everything from the config, fit, and write ``metrics.json``; returns its content.
+
+    A run stopped by SIGINT or SIGTERM returns ``{"interrupted": <signal name>, ...}`` after
+    writing ``last.ckpt`` for its last step.
+    """
+    ckpt_path = resume_checkpoint(cfg.get("resume"), cfg.get("ckpt_path"))
+    if ckpt_path:
+        cfg = resumed_config(cfg, load_checkpoint(ckpt_path))
     check_config(cfg)
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -57,7 +127,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = hydra.utils.instantiate(
         cfg.module, split_model=split_model, client_sizes=datamodule.client_sizes.tolist()
     )
-    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    module.run_config = run_config_of(cfg)
+    module.run_source = frozen_source(cfg)
     if "init_from" in cfg:  # TAResSFL stage 2 starts from the stage-1 expert
         init_from_checkpoint(module, cfg.init_from, cfg.get("expert_target_fraction"))
     callbacks = instantiate_each(cfg.callbacks)
@@ -66,9 +137,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "callbacks.fedavg is missing: FedAvg cannot be dropped silently; "
             "set sfl.sync_every=0 to train without FedAvg"
         )
-    trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=instantiate_each(cfg.logger)
-    )
+    loggers = [*instantiate_each(cfg.logger), HistoryLogger(out_dir)]
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     if datamodule.clients_per_step % trainer.world_size:
         raise ConfigError(
             f"sfl.clients_per_step={datamodule.clients_per_step} cannot be split evenly over "
@@ -79,22 +149,34 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         save_partition(datamodule, trainer, out_dir)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    if trainer.interrupted:
-        return {}
-    trainer.save_checkpoint(out_dir / "checkpoints" / "final.ckpt")
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    started = time.monotonic()
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except RunInterrupted as stop:  # Lightning has finalized the loggers
+        metrics = final_metrics(trainer)
+        if trainer.is_global_zero:
+            title = f"train: stopped by {signal.Signals(stop.signum).name} after step {stop.step}"
+            print_train_summary(out_dir, trainer, time.monotonic() - started, metrics, title)
+        return {**metrics, "interrupted": signal.Signals(stop.signum).name, "step": stop.step}
+    metrics = final_metrics(trainer)
     extra = {"seed": cfg.seed, "global_step": trainer.global_step}
     if not trainer.is_global_zero:  # every process holds the same numbers; one writes them
         return {**metrics, **extra}
-    return write_metrics(out_dir / "metrics.json", metrics, **extra)
+    final = out_dir / "checkpoints" / "final.ckpt"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(final_checkpoint(module, datamodule.state_dict(), trainer.global_step), final)
+    record = write_metrics(out_dir / "metrics.json", metrics, **extra)
+    print_train_summary(out_dir, trainer, time.monotonic() - started, metrics, "train: done")
+    return record
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns ``optimized_metric`` for sweepers."""
     with user_errors():
         metrics = train(cfg)
+        if "interrupted" in metrics:  # the conventional exit status of a signalled process
+            sys.exit(128 + signal.Signals[metrics["interrupted"]].value)
     name = cfg.get("optimized_metric")
     return metrics.get(name) if name else None
 

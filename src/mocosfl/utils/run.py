@@ -3,8 +3,11 @@
 import contextlib
 import functools
 import json
+import logging
+import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,6 +17,10 @@ import torch
 from omegaconf import DictConfig
 
 from mocosfl.errors import ConfigError
+
+# An absolute path, so that the console scripts find the configs from any directory (Hydra
+# reads a relative one against the calling module, which a console script does not have).
+CONFIG_DIR = str(Path(__file__).resolve().parents[3] / "conf")
 
 
 def find_config_error(exc: BaseException) -> ConfigError | None:
@@ -27,6 +34,50 @@ def find_config_error(exc: BaseException) -> ConfigError | None:
     return None
 
 
+# Messages of the libraries that a user of this suite cannot act on, each with the reason.
+NOISE = (
+    # Lightning's own use of a torch API that torch deprecated; nothing to do on our side.
+    r".*isinstance\(treespec, LeafSpec\)",
+    # FedAvg and the step budget do not depend on epochs: logging every n steps across epoch
+    # boundaries is what we want.
+    r"The number of training batches .* is smaller than the logging interval",
+    # The step loader starts at trainer.global_step, and the batch of step t is a function of
+    # (seed, t): a resume mid-epoch is exact (tests/test_train.py shows it).
+    r"You're resuming from a checkpoint that ended before the epoch ended",
+)
+NOISY_PREFIXES = ("💡 Tip:",)  # Lightning's advertisements for its cloud products
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(NOISY_PREFIXES)
+
+
+def quiet_known_noise() -> None:
+    """Silence the messages in :data:`NOISE` and Lightning's tips; every other warning shows."""
+    for pattern in NOISE:
+        warnings.filterwarnings("ignore", message=pattern)
+    # On the handlers: a logger's own filters do not see its children's records.
+    handlers = [*logging.getLogger("lightning.pytorch").handlers, *logging.getLogger().handlers]
+    for handler in handlers:
+        if not any(isinstance(f, _DropTips) for f in handler.filters):
+            handler.addFilter(_DropTips())
+
+
+def remove_if_empty_run_dir() -> None:
+    """Remove this Hydra job's directory when it holds nothing but what Hydra and the loggers
+    wrote at the start: a job refused for a bad setting leaves no empty run behind."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    runtime = HydraConfig.get()
+    out = Path(runtime.runtime.output_dir)
+    leftovers = {".hydra", f"{runtime.job.name}.log", "wandb_run_id"}
+    if out.is_dir() and all(entry.name in leftovers for entry in out.iterdir()):
+        shutil.rmtree(out, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """The frame of every entry point's job.
@@ -35,6 +86,7 @@ def user_errors() -> Iterator[None]:
     error propagates. The W&B run is always closed, marked failed when the job failed, so that a
     sweep agent records the failure and goes on to its next run.
     """
+    quiet_known_noise()
     failed = True
     try:
         yield
@@ -44,6 +96,7 @@ def user_errors() -> Iterator[None]:
         if error is None:
             raise
         print(f"error: {error}", file=sys.stderr)
+        remove_if_empty_run_dir()
         sys.exit(2)
     finally:
         import wandb
