@@ -54,10 +54,15 @@ bench: $(STAMP)  ## step time and peak memory: loop and vmap client engines at 1
 table: $(STAMP)  ## mean ± std over seeds 1234-1236 of the finished paper rows: make table [RUNS=logs] [ARGS="--metric attack/mse"]
 	$(PY) -m mocosfl.table --runs $(RUNS) $(ARGS)
 
+compare: $(STAMP)  ## runs side by side (varying overrides, final metrics, compare.png): make compare RUNS=logs/train/multiruns/<dir> [ARGS="--sort val/knn_top1"]
+	$(PY) -m mocosfl.compare $(RUNS) $(ARGS)
+
 # `wandb sweep` ends with "Run sweep agent with: wandb agent <entity/project/id>"; that path
 # starts the agent (ANSI colours are stripped in case the output is styled).
 sweep: $(STAMP)  ## create a W&B sweep from conf/sweep/<name>.yaml and start an agent: make sweep SWEEP=<name>
 	@test -n "$(SWEEP)" || { echo "error: name a sweep: make sweep SWEEP=<file in conf/sweep without .yaml>" >&2; exit 2; }
+	@$(PY) -c "from mocosfl.utils.loggers import wandb_api_key_configured as ok; raise SystemExit(not ok())" \
+		|| { echo "error: make sweep needs a W&B account: run $(WANDB) login (or set WANDB_API_KEY); without one, make sweep-local ARGS=\"key=a,b ...\" runs the grid as a Hydra multirun" >&2; exit 2; }
 	@id=$$($(WANDB) sweep conf/sweep/$(SWEEP).yaml 2>&1 | tee /dev/stderr \
 		| sed -e 's/\x1b\[[0-9;]*m//g' -n -e 's/.*wandb agent //p' | tail -n 1); \
 	test -n "$$id" || { echo "error: wandb sweep printed no sweep id (see above)" >&2; exit 1; }; \

@@ -5,6 +5,7 @@ composed with Hydra together with the sweep's fixed overrides. A two-job multiru
 Optuna search run for real on tiny settings, and `mocosfl.table` summarises the multirun.
 """
 
+import functools
 import itertools
 import json
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import lightning as L
 import pytest
 import yaml
 from hydra.core.hydra_config import HydraConfig
@@ -204,21 +206,45 @@ def test_optuna_search_runs_its_trials(tmp_path):
 
 
 @pytest.mark.slow  # a fresh Python process or a notebook kernel each
+class FailsInFit(L.Callback):
+    """A crash inside the fit, after W&B started."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        raise RuntimeError("a crash inside the fit")
+
+
 def test_failing_run_finishes_wandb_and_exits_nonzero_so_agents_go_on(tmp_path):
-    not_a_checkpoint = tmp_path / "broken.ckpt"
-    not_a_checkpoint.write_text("not a checkpoint")  # fails inside fit, after W&B started
     result = run_train(
         *TINY_RUN,
         "logger=wandb",
-        f"ckpt_path={not_a_checkpoint}",
+        "+callbacks.crash._target_=test_sweeps.FailsInFit",
         f"hydra.run.dir={tmp_path / 'run'}",
-        env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)},
+        env={
+            "WANDB_MODE": "offline",
+            "WANDB_DIR": str(tmp_path),
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
+        },
     )
     assert result.returncode == 1, result.stderr[-3000:]
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*")), "W&B never started"
 
 
 # -- mocosfl.table on hand-made run directories ------------------------------------------------
+ROW = "table3_c10_iid_100clients_cut1"
+PAPER = {"top1": 87.29, "attack_mse": 0.039, "attack_mse_std": 0.005}
+
+
+@functools.cache
+def composed_config(name: str, preset: str, seed: int, overrides: tuple[str, ...]) -> str:
+    """``.hydra/config.yaml`` of a run started as ``experiment=<name> sfl=<preset> seed=<seed>
+    <overrides>``: composed, not resolved, as Hydra saves it."""
+    arguments = [f"experiment={name}", f"sfl={preset}", f"seed={seed}", *overrides]
+    with hydra.initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra.compose("train", overrides=arguments)
+    cfg.paper = PAPER  # the hand-made numbers the tests check
+    return OmegaConf.to_yaml(cfg)
+
+
 def fake_run(
     root: Path,
     name: str | None,
@@ -226,17 +252,27 @@ def fake_run(
     top1: float,
     preset: str = "legacy",
     age: int = 0,
+    overrides: tuple[str, ...] = (),
     **metrics: float,
 ) -> Path:
-    """A finished run as train.py and Hydra leave it; ``age`` orders runs by mtime."""
+    """A finished run as train.py and Hydra leave it; ``age`` orders runs by mtime.
+
+    A run of a row in conf/experiment is started with ``experiment=<name>`` and ``overrides``;
+    any other name is set by hand, in a config of only its name, seed and paper numbers.
+    """
     run = root / f"{name}-{preset}-{seed}-{age}"
     (run / ".hydra").mkdir(parents=True)
-    config = {"seed": seed, "paper": {"top1": 87.29, "attack_mse": 0.039, "attack_mse_std": 0.005}}
-    if name:
-        config["experiment_name"] = name
-    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
-    choices = {"hydra": {"runtime": {"choices": {"sfl": preset}}}}
-    (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(choices))
+    choices = {"sfl": preset}
+    if name and (ROOT / "conf" / "experiment" / f"{name}.yaml").is_file():
+        config = composed_config(name, preset, seed, tuple(overrides))
+        choices["experiment"] = name
+    else:
+        config = yaml.safe_dump({"seed": seed, "paper": PAPER, "experiment_name": name})
+    (run / ".hydra" / "config.yaml").write_text(config)
+    hydra_yaml = {"hydra": {"runtime": {"choices": choices}}}
+    (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra_yaml))
+    arguments = [f"experiment={name}", f"sfl={preset}", f"seed={seed}", *overrides]
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(arguments))
     record = {"seed": seed, "test/linear_top1": top1, "test/knn_top1": top1 - 5, **metrics}
     (run / "metrics.json").write_text(json.dumps(record))
     os.utime(run / "metrics.json", (1000 + age, 1000 + age))
@@ -244,13 +280,14 @@ def fake_run(
 
 
 def test_table_averages_the_paper_seeds_per_row_and_variant(tmp_path):
-    row = "table3_c10_iid_100clients_cut1"
+    row = ROW
     for seed, top1 in zip(table.PAPER_SEEDS, (80.0, 82.0, 90.0)):
         fake_run(tmp_path, row, seed, top1, **{"attack/mse": 0.04})
     fake_run(tmp_path, row, 1236, 84.0, age=1, **{"attack/mse": 0.04})  # a later re-run counts
     fake_run(tmp_path, row, 7, 10.0)  # not a paper seed
     fake_run(tmp_path, row, 1234, 70.0, preset="default")
     fake_run(tmp_path, None, 1234, 10.0)  # not a paper row
+    assert not any(run.differences for run in table.find_runs(tmp_path))
     rows = table.summarize(table.find_runs(tmp_path))
     assert [(r.experiment, r.variant) for r in rows] == [(row, "fixed"), (row, "legacy")]
     fixed, legacy = rows
@@ -289,3 +326,54 @@ def test_table_falls_back_to_knn_and_says_when_nothing_is_found(tmp_path, capsys
     (tmp_path / "empty").mkdir()
     assert table.main(["--runs", str(tmp_path / "empty")]) == 1
     assert "no finished run" in capsys.readouterr().err
+
+
+def test_table_counts_only_runs_with_the_rows_settings(tmp_path, capsys):
+    fake_run(tmp_path, ROW, 1234, 80.0)
+    # Where the data lives, how it is loaded and on what hardware change no result.
+    quiet = ("data.num_workers=0", "trainer=cpu", "logger=csv", "num_threads=1", "data.root=/x")
+    fake_run(tmp_path, ROW, 1235, 82.0, overrides=quiet)
+    debug = fake_run(
+        tmp_path, ROW, 1236, 10.0, overrides=("data=synthetic", "trainer.max_steps=10")
+    )
+    fewer = fake_run(tmp_path, ROW, 1236, 50.0, age=1, overrides=("sfl.num_clients=5",))
+    runs = table.find_runs(tmp_path)
+    (only,) = table.summarize(runs)
+    assert only.values == {1234: 80.0, 1235: 82.0}  # neither 1236 run counts, not even the newer
+    by_path = {run.path: run for run in runs}
+    # Resolved values: the keys that interpolate sfl.num_clients differ with it.
+    assert by_path[fewer].differences == [
+        f"{group}.num_clients: 5 vs 100" for group in ("data", "sfl", "module")
+    ]
+    assert "trainer.max_steps: 10 vs 100000" in by_path[debug].differences
+    assert "data.name: synthetic vs cifar10" in by_path[debug].differences
+
+    assert table.main(["--runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    table_part, listed = out.split("\n\nnot the paper's settings:\n")
+    assert f"| {ROW} | legacy | test/linear_top1 | 1234, 1235 (of 3) |" in table_part
+    lines = listed.rstrip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("  ") for line in lines)
+    debug_line = next(line for line in lines if str(debug) in line)
+    assert debug_line.startswith(f"  {debug} ({ROW}, legacy): data.name: synthetic vs cifar10; ")
+    shown = debug_line.split(": ", 1)[1].split("; ")
+    extra = len(by_path[debug].differences) - table.SHOWN_DIFFERENCES
+    assert len(shown) == table.SHOWN_DIFFERENCES + 1 and shown[-1] == f"+{extra} more"
+
+
+def test_table_without_a_matching_run_lists_the_others_and_fails(tmp_path, capsys):
+    fake_run(tmp_path, ROW, 1234, 10.0, overrides=("trainer.max_steps=10",))
+    assert table.main(["--runs", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith("not the paper's settings:\n  ")
+    assert captured.out.rstrip().endswith("): trainer.max_steps: 10 vs 100000")
+    assert "no finished run of a paper row with its settings" in captured.err
+
+
+def test_table_flags_a_run_whose_row_config_is_gone(tmp_path):
+    run = fake_run(tmp_path, ROW, 1234, 80.0)
+    choices = {"hydra": {"runtime": {"choices": {"sfl": "legacy", "experiment": "table9_gone"}}}}
+    (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(choices))
+    (found,) = table.find_runs(tmp_path)
+    assert found.differences == ["experiment: table9_gone vs (no conf/experiment/table9_gone.yaml)"]
+    assert table.summarize([found]) == []

@@ -26,6 +26,7 @@ from mocosfl.evaluation import (
     knn_predict,
     train_probe,
 )
+from mocosfl.utils.validate import check_overrides_or_exit
 from mocosfl.utils.run import CONFIG_DIR, instantiate_each, user_errors, with_num_threads, write_metrics
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -132,4 +133,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides_or_exit("eval")
     main()

@@ -10,25 +10,64 @@ Markdown table for the README's "measured here" column.
 An evaluation of a run's checkpoint (``python -m mocosfl.eval``, whose ``metrics.json`` names its
 ``ckpt_path``) found under ``--runs`` overrides that run's metrics of the same name: its linear
 probe has the paper's settings, the training callback's a cheap one.
+
+A run counts toward a paper row only if it has the row's settings: its resolved config must
+equal the one Hydra composes from ``conf/`` for ``experiment=<row> sfl=<its preset> seed=<its
+seed>`` and nothing else, in the keys that decide the experiment (``COMPARED``: data, model, sfl,
+module, the step/epoch budget and FedAvg), less ``IGNORED`` -- where the data lives and how it is
+loaded, and the client engine (the same maths computed per client or stacked). Every other key
+(paths, logger, seed, tags, num_threads, the progress bar and checkpoint callbacks, the trainer's
+accelerator, devices and precision, ckpt_path) cannot make a run another experiment. Runs that
+differ (a 10-step synthetic debug run started with ``experiment=<row>``, say) are listed below the
+table under "not the paper's settings:", one a line with the keys that differ. A run whose
+``experiment_name`` names no file in ``conf/experiment`` (set by hand) has no row config to check
+and is reported under its name as before.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from mocosfl.utils.run import CONFIG_DIR
 
 PAPER_SEEDS = (1234, 1235, 1236)
 # Reported metric when none is asked for: the first one that every run of the row has.
 DEFAULT_METRICS = ("test/linear_top1", "test/knn_top1")
+# The keys (with everything under them) that make a run the row's experiment, and those among
+# them that do not change it: where the data lives and how it is loaded or batched for
+# evaluation, and the client engine (loop or vmap: the same update computed two ways).
+COMPARED = (
+    "data",
+    "model",
+    "sfl",
+    "module",
+    "trainer.max_steps",
+    "trainer.max_epochs",
+    "callbacks.fedavg",
+)
+IGNORED = (
+    "data.root",
+    "data.download",
+    "data.num_workers",
+    "data.eval_batch_size",
+    "sfl.client_engine",
+    "module.client_engine",
+)
+SHOWN_DIFFERENCES = 3  # per run in the "not the paper's settings" list, then "+N more"
+ABSENT = "(absent)"
 
 
 @dataclass
@@ -41,6 +80,8 @@ class Run:
     seed: int
     metrics: dict[str, Any]
     paper: dict[str, Any] = field(default_factory=dict)
+    # "key: run value vs row value" for every compared key that differs from the row's config.
+    differences: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -75,6 +116,77 @@ def _load_yaml(path: Path) -> Any:
     return OmegaConf.load(path) if path.is_file() else OmegaConf.create({})
 
 
+def _leaves(cfg: DictConfig, key: str) -> Iterator[tuple[str, Any]]:
+    """(dotted key, resolved value) of every leaf under ``key``; a list is one leaf.
+
+    Resolved one key at a time, so that a value only Hydra's runtime can resolve (``${hydra:..}``)
+    reads as None instead of failing the whole comparison.
+    """
+    value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+    if isinstance(value, DictConfig):
+        for child in value:
+            yield from _leaves(cfg, f"{key}.{child}")
+    elif isinstance(value, ListConfig):
+        try:
+            yield key, OmegaConf.to_container(value, resolve=True)
+        except Exception:  # noqa: BLE001 - an unresolvable item: compare it as written
+            yield key, OmegaConf.to_container(value, resolve=False)
+    else:
+        yield key, value
+
+
+def settings(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved values of the COMPARED keys of ``cfg``, less the IGNORED ones."""
+    return {
+        key: value
+        for compared in COMPARED
+        for key, value in _leaves(cfg, compared)
+        if not any(key == ignored or key.startswith(f"{ignored}.") for ignored in IGNORED)
+    }
+
+
+@functools.cache
+def row_settings(experiment: str, preset: str, seed: int) -> dict[str, Any]:
+    """The settings of the row ``experiment`` as ``conf/`` composes it for this preset and seed."""
+    overrides = [f"experiment={experiment}", f"sfl={preset}", f"seed={seed}"]
+    # Restores any Hydra instance of the caller (a test, a notebook) on exit.
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return settings(compose("train", overrides=overrides))
+
+
+def row_name(cfg: DictConfig, choices: DictConfig | dict) -> str | None:
+    """The row config the run claims: its ``experiment=`` choice, else a row file named like its
+    ``experiment_name``; None when it has neither (a name set by hand)."""
+    name = choices.get("experiment") or OmegaConf.select(
+        cfg, "experiment_name", throw_on_resolution_failure=False
+    )
+    return str(name) if name else None
+
+
+def differences(run: dict[str, Any], row: dict[str, Any]) -> list[str]:
+    """``key: run value vs row value`` for every key whose values differ, in the row's order."""
+    keys = [*row, *(key for key in run if key not in row)]
+    return [
+        f"{key}: {run.get(key, ABSENT)} vs {row.get(key, ABSENT)}"
+        for key in keys
+        if run.get(key, ABSENT) != row.get(key, ABSENT)
+    ]
+
+
+def check_row(cfg: DictConfig, choices: DictConfig | dict, seed: int) -> list[str]:
+    """How the run's settings differ from its row's (empty: it has the paper's settings)."""
+    name = row_name(cfg, choices)
+    if name is None or not (Path(CONFIG_DIR) / "experiment" / f"{name}.yaml").is_file():
+        if choices.get("experiment"):  # the row's file is gone: nothing says what it set
+            return [f"experiment: {name} vs (no conf/experiment/{name}.yaml)"]
+        return []
+    try:
+        row = row_settings(name, str(choices.get("sfl", "default")), seed)
+    except HydraException as exc:  # e.g. an sfl preset that no longer exists
+        return [f"row config: {str(exc).splitlines()[0]}"]
+    return differences(settings(cfg), row)
+
+
 def load_run(run_dir: Path, metrics: dict[str, Any]) -> Run | None:
     """The paper-row run in ``run_dir``, whose ``metrics.json`` holds ``metrics``; else None."""
     cfg = _load_yaml(run_dir / ".hydra" / "config.yaml")
@@ -83,15 +195,18 @@ def load_run(run_dir: Path, metrics: dict[str, Any]) -> Run | None:
     if not experiment:  # not a paper row (or a base config's missing name)
         return None
     hydra_cfg = _load_yaml(run_dir / ".hydra" / "hydra.yaml")
-    preset = OmegaConf.select(hydra_cfg, "hydra.runtime.choices.sfl", default="default")
+    choices = OmegaConf.select(hydra_cfg, "hydra.runtime.choices", default=None) or {}
+    preset = choices.get("sfl", "default")
     paper = OmegaConf.select(cfg, "paper", default=None)
+    seed = int(metrics.get("seed", cfg.get("seed", -1)))
     return Run(
         path=run_dir,
         experiment=str(experiment),
         variant="legacy" if "legacy" in str(preset) else "fixed",
-        seed=int(metrics.get("seed", cfg.get("seed", -1))),
+        seed=seed,
         metrics=metrics,
         paper=OmegaConf.to_container(paper) if paper is not None else {},
+        differences=check_row(cfg, choices, seed),
     )
 
 
@@ -135,10 +250,11 @@ def choose_metric(runs: Sequence[Run], metric: str | None) -> str | None:
 def summarize(
     runs: Iterable[Run], seeds: Sequence[int] = PAPER_SEEDS, metric: str | None = None
 ) -> list[Row]:
-    """Group ``runs`` by (row, variant), keep ``seeds``, and reduce each group to one Row."""
+    """Group ``runs`` with their row's settings by (row, variant), keep ``seeds``, and reduce each
+    group to one Row."""
     groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for run in runs:
-        if run.seed in seeds:
+        if run.seed in seeds and not run.differences:
             groups[(run.experiment, run.variant)].append(run)
     rows = []
     for (experiment, variant), group in sorted(groups.items()):
@@ -171,6 +287,18 @@ def format_table(rows: Sequence[Row], seeds: Sequence[int] = PAPER_SEEDS) -> str
     return "\n".join(lines)
 
 
+def format_mismatches(runs: Iterable[Run]) -> str:
+    """The runs left out for not having their row's settings, one a line with how they differ;
+    empty when there are none."""
+    lines = []
+    for run in sorted((r for r in runs if r.differences), key=lambda r: str(r.path)):
+        shown = run.differences[:SHOWN_DIFFERENCES]
+        if len(run.differences) > SHOWN_DIFFERENCES:
+            shown.append(f"+{len(run.differences) - SHOWN_DIFFERENCES} more")
+        lines.append(f"  {run.path} ({run.experiment}, {run.variant}): {'; '.join(shown)}")
+    return "\n".join(["not the paper's settings:", *lines]) if lines else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mocosfl.table", description=__doc__.split("\n\n")[0]
@@ -188,15 +316,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.runs.is_dir():
         print(f"error: --runs {args.runs} is not a folder", file=sys.stderr)
         return 2
-    rows = summarize(find_runs(args.runs), args.seeds, args.metric)
+    runs = find_runs(args.runs)
+    rows = summarize(runs, args.seeds, args.metric)
+    if rows:
+        print(format_table(rows, args.seeds))
+    if mismatches := format_mismatches(runs):
+        print(f"\n{mismatches}" if rows else mismatches)
     if not rows:
         print(
-            f"no finished run of a paper row (metrics.json with an experiment_name and one of "
-            f"the seeds {', '.join(map(str, args.seeds))}) under {args.runs}",
+            f"no finished run of a paper row with its settings (metrics.json with an "
+            f"experiment_name and one of the seeds {', '.join(map(str, args.seeds))}) "
+            f"under {args.runs}",
             file=sys.stderr,
         )
         return 1
-    print(format_table(rows, args.seeds))
     return 0
 
 

@@ -31,6 +31,7 @@ from mocosfl.utils.run import (
     write_metrics,
 )
 from mocosfl.utils.summary import print_summary
+from mocosfl.utils.validate import check_overrides_or_exit, validate_config
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -116,7 +117,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = resume_checkpoint(cfg.get("resume"), cfg.get("ckpt_path"))
     if ckpt_path:
         cfg = resumed_config(cfg, load_checkpoint(ckpt_path))
+        if cfg.get("num_threads"):  # the run's own thread count: it decides float rounding
+            torch.set_num_threads(cfg.num_threads)  # (with_num_threads restores the caller's)
     check_config(cfg)
+    # Taken before anything is instantiated: instantiate resolves shared nodes in place.
+    run_config, run_source = run_config_of(cfg), frozen_source(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -127,8 +132,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = hydra.utils.instantiate(
         cfg.module, split_model=split_model, client_sizes=datamodule.client_sizes.tolist()
     )
-    module.run_config = run_config_of(cfg)
-    module.run_source = frozen_source(cfg)
+    module.run_config, module.run_source = run_config, run_source
     if "init_from" in cfg:  # TAResSFL stage 2 starts from the stage-1 expert
         init_from_checkpoint(module, cfg.init_from, cfg.get("expert_target_fraction"))
     callbacks = instantiate_each(cfg.callbacks)
@@ -174,6 +178,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns ``optimized_metric`` for sweepers."""
     with user_errors():
+        validate_config(cfg)
         metrics = train(cfg)
         if "interrupted" in metrics:  # the conventional exit status of a signalled process
             sys.exit(128 + signal.Signals[metrics["interrupted"]].value)
@@ -181,5 +186,12 @@ def main(cfg: DictConfig) -> float | None:
     return metrics.get(name) if name else None
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m mocosfl.train`` and ``mocosfl-train``: a mistyped key gets its one-line
+    "did you mean" before Hydra parses the command line."""
+    check_overrides_or_exit("train")
     main()
+
+
+if __name__ == "__main__":
+    cli()

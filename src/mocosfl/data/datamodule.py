@@ -363,7 +363,8 @@ class FederatedDataModule(L.LightningDataModule):
         """Everything that can be checked before loading any data."""
         if self.name not in DATASET_NAMES:
             raise ConfigError(
-                f"unknown data set {self.name!r}; use one of {', '.join(DATASET_NAMES)}"
+                f"unknown data.name={self.name!r}; use one of {', '.join(DATASET_NAMES)} "
+                "(data=<name>)"
             )
         if self.partition not in PARTITION_KINDS:
             raise ConfigError(
@@ -371,26 +372,26 @@ class FederatedDataModule(L.LightningDataModule):
                 f"{', '.join(PARTITION_KINDS)}"
             )
         if self.pool not in POOL_MODES:
-            raise ConfigError(f"unknown data.pool={self.pool!r}; use 'round' or 'step'")
+            raise ConfigError(f"unknown sfl.pool={self.pool!r}; use 'round' or 'step'")
         checks = [
-            (self.num_clients >= 1, f"data.num_clients={self.num_clients}; use at least 1"),
+            (self.num_clients >= 1, f"sfl.num_clients={self.num_clients}; use at least 1"),
             (
                 self.clients_per_step >= 1,
-                f"data.clients_per_step={self.clients_per_step}; use at least 1",
+                f"sfl.clients_per_step={self.clients_per_step}; use at least 1",
             ),
             (
                 self.clients_per_step <= self.num_clients,
-                f"data.clients_per_step={self.clients_per_step} is larger than "
-                f"data.num_clients={self.num_clients}; a pool draws clients without "
-                "replacement, so lower clients_per_step or raise num_clients",
+                f"sfl.clients_per_step={self.clients_per_step} is larger than "
+                f"sfl.num_clients={self.num_clients}; a pool draws clients without "
+                "replacement, so lower sfl.clients_per_step or raise sfl.num_clients",
             ),
             (
                 self.client_batch_size >= 1,
-                f"data.client_batch_size={self.client_batch_size}; use at least 1",
+                f"sfl.client_batch_size={self.client_batch_size}; use at least 1",
             ),
             (
                 self.sync_every >= 0,
-                f"data.sync_every={self.sync_every}; use 0 (no FedAvg) or a positive "
+                f"sfl.sync_every={self.sync_every}; use 0 (no FedAvg) or a positive "
                 "number of steps",
             ),
             (self.val_images >= 0, f"data.val_images={self.val_images}; use 0 or more"),
@@ -446,7 +447,7 @@ class FederatedDataModule(L.LightningDataModule):
             raise ConfigError(
                 f"{self.name} has {n} training images; after holding out {n_val} for "
                 f"validation, {n - n_val} are left for {self.num_clients} clients; lower "
-                "data.num_clients or data.val_images"
+                "sfl.num_clients or data.val_images"
             )
         perm = np.random.default_rng([self.seed, 101]).permutation(n).astype(np.int64)
         val_idx, rest = np.sort(perm[:n_val]), perm[n_val:]
@@ -457,8 +458,8 @@ class FederatedDataModule(L.LightningDataModule):
         if train_idx.shape[0] < self.num_clients:
             raise ConfigError(
                 f"data.max_train_images={self.max_train_images} leaves {train_idx.shape[0]} "
-                f"training images for {self.num_clients} clients; raise max_train_images or "
-                "lower data.num_clients"
+                f"training images for {self.num_clients} clients; raise data.max_train_images or "
+                "lower sfl.num_clients"
             )
         labels = train.labels.numpy()
         local = make_partition(
@@ -473,11 +474,11 @@ class FederatedDataModule(L.LightningDataModule):
         if min(p.shape[0] for p in parts) < 1:
             raise ConfigError(
                 f"the {self.partition} partition left a client without images; lower "
-                "data.num_clients or change the partition settings"
+                "sfl.num_clients or change the partition settings"
             )
         if self.sync_every == 0:
             warnings.warn(
-                "data.sync_every=0: the pool is redrawn every step and FedAvg never runs",
+                "sfl.sync_every=0: the pool is redrawn every step and FedAvg never runs",
                 stacklevel=2,
             )
         self.train_set, self.test_set = train, test

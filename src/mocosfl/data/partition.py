@@ -41,10 +41,10 @@ _DIRICHLET_TRIES = 10
 
 def _check_clients(num_items: int, num_clients: int) -> None:
     if num_clients < 1:
-        raise ConfigError(f"data.num_clients={num_clients}; use at least 1")
+        raise ConfigError(f"sfl.num_clients={num_clients}; use at least 1")
     if num_clients > num_items:
         raise ConfigError(
-            f"{num_clients} clients but only {num_items} training images; lower data.num_clients "
+            f"{num_clients} clients but only {num_items} training images; lower sfl.num_clients "
             "(or raise data.max_train_images / lower data.val_images)"
         )
 
@@ -84,7 +84,7 @@ def partition_shards(
     if num_shards > n:
         raise ConfigError(
             f"{num_clients} clients x {cpc} classes per client = {num_shards} shards, more than "
-            f"the {n} training images; lower data.num_clients or data.classes_per_client"
+            f"the {n} training images; lower sfl.num_clients or data.classes_per_client"
         )
     rng = np.random.default_rng(seed)
     order = _label_sorted(labels, rng)
@@ -146,7 +146,7 @@ def partition_dirichlet(
     if min_per_client < 0 or min_per_client * num_clients > n:
         raise ConfigError(
             f"cannot give each of {num_clients} clients {min_per_client} of {n} images; "
-            "lower data.num_clients"
+            "lower sfl.num_clients"
         )
     rng = np.random.default_rng(seed)
     order = _label_sorted(labels, rng)

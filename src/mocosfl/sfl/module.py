@@ -74,6 +74,32 @@ class MocoSFL(L.LightningModule):
             raise ConfigError(f"sfl.fedavg_weights={fedavg_weights!r}: choose data or uniform")
         if fedavg_weights == "data" and client_sizes is None:
             raise ConfigError("sfl.fedavg_weights=data needs the clients' data sizes")
+        # Checked here too (not only from the config) since the module can be built from Python.
+        schedules = ", ".join(LRSchedule.KINDS)
+        checks = [
+            (num_clients >= 1, f"sfl.num_clients={num_clients}; use at least 1"),
+            (queue_size >= 1, f"sfl.queue_size={queue_size}; use at least 1"),
+            (
+                temperature > 0,
+                f"sfl.temperature={temperature}; use a positive value (it divides the logits)",
+            ),
+            (0 <= ema_decay < 1, f"sfl.ema_decay={ema_decay}; use a value in [0, 1)"),
+            (
+                server_schedule in LRSchedule.KINDS,
+                f"sfl.server_schedule={server_schedule!r}; use one of {schedules}",
+            ),
+            (
+                client_schedule in LRSchedule.KINDS,
+                f"sfl.client_schedule={client_schedule!r}; use one of {schedules}",
+            ),
+            (
+                legacy_client_period >= 1,
+                f"sfl.legacy_client_period={legacy_client_period}; use at least 1",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
         self.symmetric = symmetric_mode(symmetric)
         self.temperature = temperature
         self.ema_decay = ema_decay

@@ -2,6 +2,8 @@
 
 import math
 
+from mocosfl.errors import ConfigError
+
 
 def cosine_factor(step: int, total: int) -> float:
     """Cosine decay from 1 at step 0 to 0 at ``total`` (clamped after it)."""
@@ -32,7 +34,10 @@ class LRSchedule:
 
     def __init__(self, kind: str, legacy_period: int = 200) -> None:
         if kind not in self.KINDS:
-            raise ValueError(f"unknown schedule {kind!r}; valid: {', '.join(self.KINDS)}")
+            raise ConfigError(
+                f"unknown learning-rate schedule {kind!r} (sfl.server_schedule / "
+                f"sfl.client_schedule); use one of {', '.join(self.KINDS)}"
+            )
         self.kind = kind
         self.legacy_period = legacy_period
 

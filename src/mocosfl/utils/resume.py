@@ -31,7 +31,7 @@ SHAPE_KEYS = (
 # Interpolations whose value belongs to the launch, not to the run's settings.
 LAUNCH_INTERPOLATIONS = ("${hydra:", "${now:", "${mocosfl.cwd:")
 # Taken from the command line as it is now: where this invocation writes, what it resumes from.
-LAUNCH_KEYS = ("paths.output_dir", "ckpt_path", "resume", "num_threads")
+LAUNCH_KEYS = ("paths.output_dir", "ckpt_path", "resume")
 # Groups that may change on resume: they do not define the experiment.
 FREE_GROUPS = ("logger", "paths")
 _ABSENT = object()
