@@ -3,7 +3,7 @@ PYTHON_BOOT ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DATASET ?= cifar10
+DATASET ?=
 EVAL ?= linear
 CKPT ?=
 ARGS ?=
@@ -12,8 +12,11 @@ RUNS ?= logs
 SWEEP ?=
 SWEEP_ID ?=
 WANDB := $(VENV)/bin/wandb
+# W&B sweeps need an account; say so in one line before wandb prints its own trace.
+WANDB_LOGIN_CHECK = $(PY) -c "from mocosfl.utils.loggers import wandb_api_key_configured as ok; raise SystemExit(not ok())" \
+	|| { echo "error: W&B sweeps need a W&B account: run $(WANDB) login (or set WANDB_API_KEY); without one, make sweep-local ARGS=\"key=a,b ...\" runs a grid as a Hydra multirun" >&2; exit 2; }
 
-.PHONY: help venv train eval attack overhead demo test test-fast bench table sweep agent sweep-local clean
+.PHONY: help venv train eval attack overhead demo test test-fast bench table compare sweep agent sweep-local clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -27,8 +30,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## create .venv and install the project (done by every target on first use)
 
-train: $(STAMP)  ## train: make train DATASET=cifar10|cifar100|imagefolder|synthetic ARGS="key=value ..."
-	$(PY) -m mocosfl.train data=$(DATASET) $(ARGS)
+train: $(STAMP)  ## train: make train DATASET=cifar10|cifar100|imagefolder|synthetic ARGS="key=value ..." (default: cifar10, or a resumed run's)
+	$(PY) -m mocosfl.train $(if $(DATASET),data=$(DATASET)) $(ARGS)
 
 eval: $(STAMP)  ## evaluate a checkpoint: make eval CKPT=<run>/checkpoints/final.ckpt EVAL=linear|semi10|semi1|knn
 	$(PY) -m mocosfl.eval ckpt_path=$(CKPT) eval=$(EVAL) $(ARGS)
@@ -61,8 +64,7 @@ compare: $(STAMP)  ## runs side by side (varying overrides, final metrics, compa
 # starts the agent (ANSI colours are stripped in case the output is styled).
 sweep: $(STAMP)  ## create a W&B sweep from conf/sweep/<name>.yaml and start an agent: make sweep SWEEP=<name>
 	@test -n "$(SWEEP)" || { echo "error: name a sweep: make sweep SWEEP=<file in conf/sweep without .yaml>" >&2; exit 2; }
-	@$(PY) -c "from mocosfl.utils.loggers import wandb_api_key_configured as ok; raise SystemExit(not ok())" \
-		|| { echo "error: make sweep needs a W&B account: run $(WANDB) login (or set WANDB_API_KEY); without one, make sweep-local ARGS=\"key=a,b ...\" runs the grid as a Hydra multirun" >&2; exit 2; }
+	@$(WANDB_LOGIN_CHECK)
 	@id=$$($(WANDB) sweep conf/sweep/$(SWEEP).yaml 2>&1 | tee /dev/stderr \
 		| sed -e 's/\x1b\[[0-9;]*m//g' -n -e 's/.*wandb agent //p' | tail -n 1); \
 	test -n "$$id" || { echo "error: wandb sweep printed no sweep id (see above)" >&2; exit 1; }; \
@@ -72,6 +74,7 @@ sweep: $(STAMP)  ## create a W&B sweep from conf/sweep/<name>.yaml and start an 
 # on PATH so that this `python` is the project's.
 agent: $(STAMP)  ## start one more agent on a sweep: make agent SWEEP_ID=<entity/project/id>
 	@test -n "$(SWEEP_ID)" || { echo "error: make agent SWEEP_ID=<entity/project/id>" >&2; exit 2; }
+	@$(WANDB_LOGIN_CHECK)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(WANDB) agent $(SWEEP_ID)
 
 sweep-local: $(STAMP)  ## Hydra multirun, no W&B sweep: make sweep-local ARGS="sfl.num_clients=5,20 sfl.cut_layer=1,2"

@@ -1,9 +1,13 @@
 """The model-inversion attack: it succeeds against a client that keeps the image, fails against
 one that destroys it, and the callback, the entry point and the API give the same numbers."""
 
+import io
 import json
+import logging
+import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +15,7 @@ import pytest
 import torch
 from helpers import ROOT, compose
 from omegaconf import DictConfig
+from PIL import Image
 from test_train import TINY
 from torch import nn
 
@@ -18,6 +23,7 @@ from mocosfl.attack import attack
 from mocosfl.data.datasets import DATASET_STATS, make_synthetic
 from mocosfl.errors import ConfigError
 from mocosfl.privacy import AttackSettings, Decoder, run_attack, select_attack_images
+from mocosfl.privacy.attack import MIN_AUX_IMAGES, warn_if_few_aux
 from mocosfl.train import train
 
 MEAN, STD = DATASET_STATS["synthetic"]
@@ -110,6 +116,7 @@ def test_settings_refuse_unknown_keys_and_bad_values():
         AttackSettings(val_fraction=1.0)
 
 
+@pytest.mark.filterwarnings("ignore:the attacker's auxiliary set has only")  # tiny on purpose
 def test_attack_images_come_from_the_right_splits(compose_train):
     import hydra
 
@@ -134,16 +141,66 @@ def test_attack_images_come_from_the_right_splits(compose_train):
         select_attack_images(datamodule, aux_fraction=0.01, num_targets=8)
 
 
+def test_a_small_auxiliary_set_warns_once_and_the_papers_does_not(compose_train):
+    import hydra
+
+    cfg = compose_train(TINY)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup()
+    small = r"only 24 images .*attack\.aux_fraction=.*aux_data="
+    with pytest.warns(UserWarning, match=small) as got:
+        select_attack_images(datamodule, aux_fraction=0.5, num_targets=8)
+    assert len(got) == 1 and "\n" not in str(got[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_few_aux(500, 50_000, 0.01)  # the paper's 1% of CIFAR
+        warn_if_few_aux(450, 45_000, 0.01)  # the same after the validation split
+        warn_if_few_aux(MIN_AUX_IMAGES, 25_600, 0.01)
+
+
+EPOCH_LINE = re.compile(r"attack: epoch (\d+)/20  train mse [\d.]{6}  val mse [\d.]{6}  \(\d+ s\)")
+
+
+def test_progress_prints_a_line_every_tenth_of_the_epochs(images, capsys):
+    aux, targets, _ = images
+    client = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+    quick = AttackSettings(epochs=20, batch_size=64, width=4, num_blocks=0)
+    run_attack(client, aux[:40], targets[:4], MEAN, STD, quick, progress=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("attack: training the decoder on 36 auxiliary images")
+    epochs = [int(EPOCH_LINE.fullmatch(line).group(1)) for line in lines[1:]]
+    assert epochs == list(range(2, 21, 2))
+    run_attack(client, aux[:40], targets[:4], MEAN, STD, quick)  # progress off: quiet
+    assert capsys.readouterr().out == ""
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_is_a_bar(images, monkeypatch):
+    aux, targets, _ = images
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    client, quick = nn.Conv2d(3, 4, 3, padding=1), AttackSettings(epochs=3, width=4, num_blocks=0)
+    run_attack(client, aux[:40], targets[:4], MEAN, STD, quick, progress=True)
+    out = terminal.getvalue()
+    assert "attack: decoder" in out and "3/3" in out and "val_mse=" in out
+    assert not EPOCH_LINE.search(out)
+
+
 def compose_attack(out_dir: Path, overrides: list[str]) -> DictConfig:
     """The attack config with ``overrides``, writing into ``out_dir``, logging to CSV files."""
     return compose("attack", out_dir, ["logger=csv", *overrides])
 
 
-def test_callback_and_entry_point_agree(compose_train, tmp_path):
-    """`callbacks=attack` attacks after the final FedAvg and logs to W&B (disabled here);
-    `python -m mocosfl.attack` on the final checkpoint, same settings, gives the same numbers."""
+def test_callback_and_entry_point_agree(compose_train, tmp_path, capsys, caplog):
+    """`callbacks=attack` attacks after the final FedAvg, writes the grid into the run directory
+    and logs it to W&B (disabled here); `python -m mocosfl.attack` on the final checkpoint, same
+    settings, gives the same numbers and ends with its summary."""
     settings = ["decoder.steps=20", "decoder.width=8", "decoder.num_blocks=1", "num_targets=8"]
-    settings += ["aux_fraction=0.5"]
+    settings += ["aux_fraction=0.5", "progress=false"]
     tiny = [o for o in TINY if not o.startswith("logger=")]
     cfg = compose_train(
         [*tiny, "logger=wandb", "callbacks=attack", "~callbacks.knn", "~callbacks.linear_probe"]
@@ -151,8 +208,15 @@ def test_callback_and_entry_point_agree(compose_train, tmp_path):
         + [f"callbacks.attack.{s}" for s in settings]
     )
     assert list(cfg.callbacks)[-1] == "attack" and list(cfg.callbacks)[0] == "fedavg"
-    during = train(cfg)
-    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "final.ckpt"
+    with pytest.warns(UserWarning, match="only 24 images"):
+        during = train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    ckpt = run_dir / "checkpoints" / "final.ckpt"
+    assert json.loads((run_dir / "attack.json").read_text())["num_aux"] == 24
+    with Image.open(run_dir / "reconstructions.png") as grid:
+        assert grid.size[1] > 2 * 64  # 8 pairs of 16 px images upscaled to 64 px
+    capsys.readouterr()
+    caplog.set_level(logging.INFO, logger="mocosfl")
 
     overrides = [f"ckpt_path={ckpt}", "device=cpu", *(f"attack.{s}" for s in settings)]
     after = attack(compose_attack(tmp_path / "attack", overrides))
@@ -162,6 +226,13 @@ def test_callback_and_entry_point_agree(compose_train, tmp_path):
     assert json.loads((out / "metrics.json").read_text()) == after
     assert (out / "reconstructions.png").stat().st_size > 0
     assert json.loads((out / "attack.json").read_text())["num_aux"] == 24
+    # print_summary logs through `mocosfl` where logging is set up (as under pytest), else prints.
+    printed = capsys.readouterr().out + caplog.text
+    summary = printed.split("\nattack\n", 1)[1]
+    for row in (f"run dir        {out}", f"checkpoint     {ckpt}", "aux images     24"):
+        assert f"  {row}\n" in summary, row
+    assert "  files written  metrics.json, reconstructions.png, attack.json\n" in summary
+    assert "attack: epoch" not in summary  # attack.progress=false
 
 
 def test_entry_point_reports_a_missing_checkpoint_in_one_line(tmp_path):

@@ -248,3 +248,37 @@ def test_overhead_of_frozen_clients(tmp_path, capsys):
     assert metrics["cost/model_up_mb_per_client_run"] == 0
     forward = metrics["cost/client_forward_mflops_per_image"]
     assert metrics["cost/client_mflops_per_image"] == pytest.approx(2 * forward)
+
+
+NUMBER = re.compile(r"\d{1,3}(,\d{3})*(\.\d+)?x?")  # 1,800,025.5 and 0.605x; not 25.51,800,025.5
+
+
+@pytest.mark.parametrize(
+    "overrides", [[], ["experiment=table3_c10_iid_100clients_cut1"]], ids=["default", "table3"]
+)
+def test_overhead_columns_never_run_together(tmp_path, capsys, caplog, overrides):
+    """Whole-run traffic of the default config is millions of MB: every number stays a separate,
+    right-aligned cell; the job ends with its summary."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="mocosfl")  # where print_summary goes under pytest
+    overhead(compose_overhead(tmp_path, overrides))
+    printed = capsys.readouterr().out
+    tables = [
+        block.splitlines()
+        for block in printed.split("\n\n")
+        if block.lstrip().startswith(("traffic per client", "Table 1"))
+    ]
+    assert len(tables) == 2
+    for lines in tables:
+        rows = [line for line in lines if re.search(r"\d\s*$", line)]  # the rows of numbers
+        assert rows, lines
+        for row in rows:
+            cells = re.split(r"\s{2,}", row.strip())[1:]
+            assert all(NUMBER.fullmatch(cell) for cell in cells), row
+        header = next(line for line in lines if "Total" in line or "total" in line)
+        # Right-aligned: a row's last number ends under its header's column (or one before).
+        assert all(len(row) <= len(header) for row in rows), lines
+    summary = printed + caplog.text
+    assert f"run dir       {tmp_path / 'overhead'}" in summary
+    assert "file written  overhead.json" in summary

@@ -50,6 +50,8 @@ def test_train_writes_metrics_checkpoints_and_partition(compose_train):
     assert saved["seed"] == 1234 and saved["global_step"] == 12
     assert (out / "checkpoints" / "last.ckpt").is_file()
     assert (out / "checkpoints" / "final.ckpt").is_file()
+    run_config = torch.load(out / "checkpoints" / "final.ckpt", weights_only=True)["run_config"]
+    assert run_config["paths"]["output_dir"] == str(out)
     parts = dict(__import__("numpy").load(out / "partition.npz"))
     assert parts, "partition.npz is empty"
     assert (out / "partition.png").is_file()
@@ -146,11 +148,13 @@ def run_cli(*overrides: str) -> subprocess.CompletedProcess:
 def test_bad_input_is_one_clear_line(tmp_path, overrides, message):
     keys = [o.split("=")[0] for o in overrides]
     tiny = [o for o in TINY if not any(o.startswith((f"{k}=", f"{k}.")) for k in keys)]
-    result = run_cli(*tiny, f"hydra.run.dir={tmp_path}", *overrides)
+    run_dir = tmp_path / "run"
+    result = run_cli(*tiny, f"hydra.run.dir={run_dir}", *overrides)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and message in lines[-1], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+    assert not run_dir.exists(), "a refused command left its run directory"
 
 
 @pytest.mark.slow  # a fresh Python process or a notebook kernel each

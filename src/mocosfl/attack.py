@@ -3,40 +3,58 @@
 The model-inversion attack of :mod:`mocosfl.privacy.attack` on the checkpoint's FedAvg client
 model, with the images of the run's own data (conf/attack.yaml). Writes into the run directory
 ``metrics.json`` (``attack/mse``, ``attack/ssim``, ``attack/psnr``), ``reconstructions.png``
-(originals over reconstructions) and ``attack.json`` (the decoder's validation curve, the kept
-step, the wall time), and logs the same to W&B.
+(originals over reconstructions, ``attack.grid_images`` of them) and ``attack.json`` (the
+decoder's validation curve, the kept step, the wall time), logs the same to W&B, reports the
+decoder's training as it goes (``attack.progress``) and ends with a short summary table.
 """
 
-import json
 from pathlib import Path
 from typing import Any
 
 import hydra
-from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
-from torchvision.utils import save_image
 
 import mocosfl  # noqa: F401  (registers the config resolvers)
 from mocosfl.api import load_checkpoint
+from mocosfl.callbacks.attack import log_reconstructions
 from mocosfl.errors import ConfigError
 from mocosfl.eval import resolve_device
 from mocosfl.privacy.attack import AttackResult, AttackSettings, attack_checkpoint
-from mocosfl.utils.run import instantiate_each, user_errors, with_num_threads, write_metrics
+from mocosfl.utils.run import CONFIG_DIR, instantiate_each, user_errors, with_num_threads, write_metrics
+from mocosfl.utils.summary import print_summary
+from mocosfl.utils.validate import check_overrides_or_exit
 
 
-def log_attack(cfg: DictConfig, hyperparams: dict[str, Any], result: AttackResult) -> None:
-    """Config, scores and the image grid to every configured logger."""
+def log_attack(
+    cfg: DictConfig, hyperparams: dict[str, Any], result: AttackResult, grid: Path
+) -> None:
+    """Config, scores and the image grid (the saved ``grid`` PNG) to every configured logger."""
     for logger in instantiate_each(cfg.logger):
         logger.log_hyperparams(hyperparams)
         logger.log_metrics(result.metrics(), step=0)
-        if isinstance(logger, WandbLogger):
-            logger.log_image(
-                "attack/reconstructions",
-                [result.grid(cfg.grid_images)],
-                step=0,
-                caption=["top: originals, bottom: reconstructions"],
-            )
+        log_reconstructions([logger], grid, step=0)
         logger.finalize("success")
+
+
+def print_attack_summary(cfg: DictConfig, result: AttackResult, written: list[Path]) -> None:
+    """The end-of-job table: where the outputs are, what was attacked, the scores."""
+    out_dir = Path(cfg.paths.output_dir)
+    rows = [
+        ("run dir", out_dir),
+        ("checkpoint", cfg.ckpt_path),
+        ("aux images", result.num_aux),
+        ("targets", result.originals.shape[0]),
+        ("attack/mse", result.mse),
+        ("attack/ssim", result.ssim),
+        ("attack/psnr", f"{result.psnr:.2f} dB"),
+        ("wall time", f"{result.seconds:.1f} s"),
+        ("files written", ", ".join(path.name for path in written)),
+    ]
+    next_commands = [
+        f'make attack CKPT={cfg.ckpt_path} ARGS="attack.aux_fraction=0.05"  # a richer attacker',
+        f"make eval CKPT={cfg.ckpt_path} EVAL=linear  # the accuracy side of the trade-off",
+    ]
+    print_summary("attack", rows, next_commands)
 
 
 @with_num_threads
@@ -46,6 +64,7 @@ def attack(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("ckpt_path is required, e.g. ckpt_path=<run dir>/checkpoints/final.ckpt")
     options = OmegaConf.to_container(cfg.attack, resolve=True)
     settings = AttackSettings.from_config({**options.pop("decoder"), "seed": cfg.seed})
+    grid_images = options.pop("grid_images")
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -57,16 +76,17 @@ def attack(cfg: DictConfig) -> dict[str, Any]:
         device=resolve_device(cfg.device),
         data_overrides={k: v for k, v in cfg.data.items() if v is not None},
     )
-    save_image(result.grid(cfg.grid_images), out_dir / "reconstructions.png")
-    (out_dir / "attack.json").write_text(json.dumps(result.summary(), indent=1) + "\n")
+    written = result.save(out_dir, grid_images)
     hyperparams = {**OmegaConf.to_container(cfg, resolve=True), "run": run_config}
-    log_attack(cfg, hyperparams, result)
-    return write_metrics(
+    log_attack(cfg, hyperparams, result, written[0])
+    record = write_metrics(
         out_dir / "metrics.json", result.metrics(), seed=cfg.seed, ckpt_path=str(cfg.ckpt_path)
     )
+    print_attack_summary(cfg, result, [out_dir / "metrics.json", *written])
+    return record
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="attack")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="attack")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     with user_errors():
@@ -74,4 +94,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides_or_exit("attack")
     main()

@@ -7,6 +7,7 @@ settings. Writes ``metrics.json`` (``val/<name>_top1``, ``test/<name>_top1``) an
 """
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,9 @@ from mocosfl.evaluation import (
     knn_predict,
     train_probe,
 )
-from mocosfl.utils.validate import check_overrides_or_exit
 from mocosfl.utils.run import CONFIG_DIR, instantiate_each, user_errors, with_num_threads, write_metrics
+from mocosfl.utils.summary import duration, print_summary
+from mocosfl.utils.validate import check_overrides_or_exit
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 KINDS = ("probe", "knn")
@@ -94,6 +96,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     settings = ProbeSettings.from_config(cfg.eval.probe) if kind == "probe" else None
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
 
     module = load_module(cfg.ckpt_path)
     seed = module.run_config["seed"] if cfg.seed is None else cfg.seed
@@ -120,9 +123,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     hyperparams = {**OmegaConf.to_container(cfg, resolve=True), "seed": seed}
     hyperparams["run"] = module.run_config  # the training run's settings, to filter runs by
     log_run(instantiate_each(cfg.logger), hyperparams, metrics, result)
-    return write_metrics(
+    record = write_metrics(
         out_dir / "metrics.json", metrics, seed=seed, eval=name, ckpt_path=str(cfg.ckpt_path)
     )
+    rows = [("run directory", out_dir), ("checkpoint", cfg.ckpt_path), ("evaluation", name)]
+    rows += [(f"{key} (%)", value) for key, value in metrics.items()]
+    rows.append(("wall time", duration(time.monotonic() - started)))
+    print_summary(f"eval: {name} done", rows, [f"make attack CKPT={cfg.ckpt_path}"])
+    return record
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")

@@ -9,6 +9,7 @@ model, measures the client and works out each client's traffic per epoch and ove
 import json
 import math
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import hydra
@@ -18,7 +19,9 @@ import mocosfl  # noqa: F401  (registers the config resolvers)
 from mocosfl.data import FederatedDataModule
 from mocosfl.errors import ConfigError
 from mocosfl.sfl.costs import MB, MFLOPS, RunCosts, StepPlan, cut_traffic_per_image, run_costs
-from mocosfl.utils.run import user_errors, with_num_threads
+from mocosfl.utils.run import CONFIG_DIR, user_errors, with_num_threads
+from mocosfl.utils.summary import print_summary
+from mocosfl.utils.validate import check_overrides_or_exit, validate_config
 
 # Reference section 5.4: CIFAR-10, ResNet-18, per client, MB = 2**20 bytes; 1000 clients,
 # 200 syncs, 50 images a client in each of 200 epochs. The original's formulas: weights = one
@@ -110,43 +113,51 @@ def client_lines(cfg: DictConfig, costs: RunCosts) -> list[str]:
     ]
 
 
+def aligned_columns(rows: Sequence[Sequence[str]], gap: int = 3) -> list[str]:
+    """Rows of cells (the first row is the header) as lines of aligned columns: the first
+    left-aligned, the others right-aligned, each as wide as its widest cell, with ``gap`` spaces
+    between columns, so that two numbers never run together however large they grow."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+
+    def line(cells: Sequence[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = "".join(" " * gap + cell.rjust(w) for cell, w in zip(cells[1:], widths[1:]))
+        return f"  {first}{rest}".rstrip()
+
+    return [line(row) for row in rows]
+
+
 def traffic_lines(cfg: DictConfig, costs: RunCosts) -> list[str]:
     """MB an average client sends and receives, per epoch and over the run."""
-    lines = [
-        f"  traffic per client, averaged over all clients; {cfg.bytes_per_element} B a value, "
-        "MB = 2^20 B (as the paper)",
-        f"  {'MB':<28}{'latents up':>12}{'grads down':>12}"
-        f"{'model up':>10}{'model down':>12}{'upload':>11}{'download':>11}{'total':>11}",
-    ]
+    header = ["MB", "latents up", "grads down", "model up", "model down", "upload", "download"]
+    rows = [[*header, "total"]]
     for label, t in (
-        (f"per epoch ({costs.steps_per_epoch} steps)", costs.per_epoch),
-        (f"whole run ({costs.total_steps} steps)", costs.whole_run),
+        (f"per epoch ({costs.steps_per_epoch:,} steps)", costs.per_epoch),
+        (f"whole run ({costs.total_steps:,} steps)", costs.whole_run),
     ):
-        lines.append(
-            f"  {label:<28}{_mb(t.latents_up):>12}{_mb(t.gradients_down):>12}"
-            f"{_mb(t.model_up):>10}{_mb(t.model_down):>12}{_mb(t.upload):>11}"
-            f"{_mb(t.download):>11}{_mb(t.total):>11}"
-        )
-    return lines
+        values = (t.latents_up, t.gradients_down, t.model_up, t.model_down, t.upload, t.download)
+        rows.append([label, *(_mb(v) for v in values), _mb(t.total)])
+    note = (
+        f"  traffic per client, averaged over all clients; {cfg.bytes_per_element} B a value, "
+        "MB = 2^20 B (as the paper)"
+    )
+    return [note, *aligned_columns(rows)]
 
 
 def table1_lines(cfg: DictConfig, costs: RunCosts) -> list[str]:
     """Table 1's columns for this config, and the paper's rows for the same client."""
     run = costs.whole_run
-    lines = [
-        f"  {'Table 1, whole run (MB)':<36}{'Weights':>10}{'Latents':>10}{'Total':>10}",
-        f"  {'this config (measured, computed)':<36}{_mb(run.model_sync):>10}"
-        f"{_mb(run.cut_layer):>10}{_mb(run.total):>10}",
+    measured = [_mb(v) for v in (run.model_sync, run.cut_layer, run.total)]
+    rows = [
+        ["Table 1, whole run (MB)", "Weights", "Latents", "Total", "vs FL-SSL"],
+        ["this config (measured, computed)", *measured, ""],
     ]
     baseline = PAPER_TABLE1["FL-SSL (Zhuang 2022)"][2]
-    rows = paper_rows(cfg)
-    for name, (weights, latents, total) in rows.items():
-        lines.append(
-            f"  {'paper: ' + name:<36}{weights:>10,.1f}{latents:>10,.1f}{total:>10,.1f}"
-            f"  ({total / baseline:.3f}x FL-SSL)"
-        )
-    lines.append(f"  {PAPER_SETTING if rows else NO_PAPER_ROW}")
-    return lines
+    paper = paper_rows(cfg)
+    for name, (weights, latents, total) in paper.items():
+        cells = [f"{v:,.1f}" for v in (weights, latents, total)]
+        rows.append([f"paper: {name}", *cells, f"{total / baseline:.3f}x"])
+    return [*aligned_columns(rows), f"  {PAPER_SETTING if paper else NO_PAPER_ROW}"]
 
 
 def format_report(cfg: DictConfig, costs: RunCosts) -> str:
@@ -178,16 +189,20 @@ def overhead(cfg: DictConfig) -> dict[str, Any]:
     record = {"metrics": costs.metrics(), "costs": costs.summary(), "paper_table1_mb": paper}
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "overhead.json").write_text(json.dumps(record, indent=1) + "\n")
+    path = out_dir / "overhead.json"
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    print_summary("overhead", [("run dir", out_dir), ("file written", path.name)])
     return record
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="overhead")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="overhead")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     with user_errors():
+        validate_config(cfg)
         overhead(cfg)
 
 
 if __name__ == "__main__":
+    check_overrides_or_exit("overhead")
     main()

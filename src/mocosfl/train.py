@@ -17,7 +17,6 @@ from omegaconf import DictConfig, OmegaConf
 import mocosfl  # noqa: F401  (registers the config resolvers)
 from mocosfl.api import final_checkpoint, load_checkpoint
 from mocosfl.callbacks import FedAvgCallback, RunInterrupted
-from mocosfl.callbacks.progress import duration
 from mocosfl.errors import ConfigError
 from mocosfl.privacy.taressfl import init_from_checkpoint
 from mocosfl.utils.history import HistoryLogger
@@ -30,12 +29,17 @@ from mocosfl.utils.run import (
     with_num_threads,
     write_metrics,
 )
-from mocosfl.utils.summary import print_summary
+from mocosfl.utils.summary import duration, print_summary
 from mocosfl.utils.validate import check_overrides_or_exit, validate_config
 
 
 def check_config(cfg: DictConfig) -> None:
     """Settings no single object can judge on its own."""
+    if cfg.data.name != "synthetic" and not cfg.data.get("root"):
+        raise ConfigError(
+            f"data={cfg.data.name} needs data.root=<folder>"
+            + (" (the folder that holds train/ and test/)" if cfg.data.name == "imagefolder" else "")
+        )
     if cfg.model.norm == "bn" and cfg.sfl.client_batch_size < 8:
         raise ConfigError(
             f"model.norm=bn needs sfl.client_batch_size >= 8 (got {cfg.sfl.client_batch_size}): "

@@ -1,19 +1,35 @@
 """Model-inversion attack on the current FedAvg client model, during and after training."""
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import Logger, WandbLogger
 
 from mocosfl.privacy.attack import AttackResult, AttackSettings, run_attack, select_attack_images
 from mocosfl.utils.logging import log_now
 
 
+def log_reconstructions(loggers: Sequence[Logger], grid: Path, step: int) -> None:
+    """The saved ``reconstructions.png`` to every W&B logger as ``attack/reconstructions``: the
+    same picture as the file (the other loggers take no images)."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(
+                "attack/reconstructions",
+                [str(grid)],
+                step=step,
+                caption=["originals over their reconstructions"],
+            )
+
+
 class AttackCallback(L.Callback):
     """Runs :func:`mocosfl.privacy.run_attack` every ``every_n_epochs`` epochs (0: never) and at
-    the end of training, and logs ``attack/mse``, ``attack/ssim``, ``attack/psnr`` and, with a
-    W&B logger, ``attack/reconstructions`` (originals over reconstructions).
+    the end of training, logs ``attack/mse``, ``attack/ssim``, ``attack/psnr``, writes
+    ``reconstructions.png`` and ``attack.json`` into ``out_dir`` (None: the trainer's
+    ``default_root_dir``, the run directory; the latest attack's) and, with a W&B logger, logs
+    the same grid as ``attack/reconstructions``.
 
     At the end it must run after the final FedAvg, so it comes after ``fedavg`` in the callbacks
     dict (``callbacks=attack`` appends it). The images are those of ``python -m mocosfl.attack``
@@ -30,7 +46,9 @@ class AttackCallback(L.Callback):
         aux_data: Mapping[str, Any] | None = None,
         seed: int = 0,
         decoder: Mapping[str, Any] | None = None,
-        logged_images: int = 16,
+        grid_images: int | None = None,
+        progress: bool = True,
+        out_dir: str | Path | None = None,
     ) -> None:
         self.every_n_epochs = every_n_epochs
         self.at_end = at_end
@@ -39,7 +57,9 @@ class AttackCallback(L.Callback):
         self.aux_classes = list(aux_classes) if aux_classes is not None else None
         self.aux_data = dict(aux_data) if aux_data else None
         self.settings = AttackSettings.from_config({**(decoder or {}), "seed": seed})
-        self.logged_images = logged_images
+        self.grid_images = grid_images
+        self.progress = progress
+        self.out_dir = out_dir
 
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> AttackResult:
         datamodule = trainer.datamodule
@@ -52,23 +72,17 @@ class AttackCallback(L.Callback):
             self.aux_data,
         )
         client = pl_module.bank.averaged_client()
-        return run_attack(
-            client, aux, targets, datamodule.mean, datamodule.std, self.settings, pl_module.device
-        )
+        stats = (datamodule.mean, datamodule.std)
+        progress = self.progress and trainer.is_global_zero
+        return run_attack(client, aux, targets, *stats, self.settings, pl_module.device, progress)
 
     def attack_and_log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         result = self.run(trainer, pl_module)
         log_now(trainer, result.metrics())
         if not trainer.is_global_zero:
             return
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(
-                    "attack/reconstructions",
-                    [result.grid(self.logged_images)],
-                    step=trainer.global_step,
-                    caption=["top: originals, bottom: reconstructions"],
-                )
+        grid, _ = result.save(self.out_dir or trainer.default_root_dir, self.grid_images)
+        log_reconstructions(trainer.loggers, grid, trainer.global_step)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:

@@ -17,6 +17,8 @@ import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.callbacks.progress import ProgressBar
 
+from mocosfl.utils.summary import duration
+
 log = logging.getLogger("mocosfl")
 
 # Short names for the bar and the lines (the full names are in history.csv and W&B).
@@ -41,12 +43,6 @@ def planned_epochs(trainer: L.Trainer) -> int | None:
 def planned_steps(trainer: L.Trainer) -> int | None:
     total = trainer.estimated_stepping_batches
     return None if total == float("inf") else int(total)
-
-
-def duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 class StepProgressBar(RichProgressBar):

@@ -6,6 +6,13 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def duration(seconds: float) -> str:
+    """``4m07s`` or ``2h13m``."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"

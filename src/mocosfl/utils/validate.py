@@ -385,7 +385,7 @@ RULES: list[tuple[str, Kind, Bound, str]] = [
     ("sfl.client_optimizer.weight_decay", NUMBER, ge(0), "weight decay"),
     # data
     ("data.name", STR, one_of(*DATASET_NAMES), "data set (data=<name>)"),
-    ("data.root", STR, ANY, "the data set's folder"),
+    ("data.root", STR.or_null(), ANY, "the data set's folder (null: only for synthetic data)"),
     ("data.download", BOOL, ANY, "torchvision download"),
     ("data.image_size", INT, ge(8), "image side in pixels"),
     ("data.max_train_images", INT.or_null(), ge(1), "training subset"),
