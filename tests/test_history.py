@@ -6,7 +6,6 @@ import warnings
 from pathlib import Path
 
 import lightning as L
-import pytest
 import torch
 from omegaconf import open_dict
 from test_train import TINY
@@ -101,7 +100,9 @@ def test_a_relative_data_root_is_stored_absolute(compose_train, tmp_path, monkey
 
 class FakeTrainer:
     max_epochs, max_steps, num_training_batches, current_epoch = 200, 20, 6, 0
-    progress_bar_metrics = {"train/loss": 3.21, "train/contrastive_acc": 40.0, "v_num": 0}
+
+    def __init__(self) -> None:
+        self.progress_bar_metrics = {"train/loss": 3.21, "train/contrastive_acc": 40.0, "v_num": 0}
 
 
 def test_the_bar_counts_the_epochs_the_budget_allows_and_shows_short_names():

@@ -38,7 +38,12 @@ def environment(**extra: str) -> dict[str, str]:
 
 def run(*overrides: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        command(*overrides), capture_output=True, text=True, cwd=ROOT, timeout=300,
+        command(*overrides),
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
         env=environment(**env),
     )
 
@@ -46,8 +51,12 @@ def run(*overrides: str, **env: str) -> subprocess.CompletedProcess:
 def interrupt_at(step: int, signum: int, *overrides: str, **env: str) -> tuple[int, str]:
     """Start a run, send ``signum`` when it reports ``step``; (exit code, stdout + stderr)."""
     process = subprocess.Popen(
-        command(*overrides), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        cwd=ROOT, env=environment(**env),
+        command(*overrides),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        env=environment(**env),
     )
     seen = []
     for line in process.stdout:
@@ -66,8 +75,9 @@ def test_signal_saves_the_step_and_a_resume_equals_an_uninterrupted_run(tmp_path
 
     stopped = tmp_path / "stopped"
     extra = ["logger=wandb"] if signum == signal.SIGTERM else []
-    code, out = interrupt_at(5, signum, *RUN, *extra, f"hydra.run.dir={stopped}",
-                             WANDB_MODE="offline")
+    code, out = interrupt_at(
+        5, signum, *RUN, *extra, f"hydra.run.dir={stopped}", WANDB_MODE="offline"
+    )
     assert code == 128 + signum, out[-3000:]
     saved_at = torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert 5 <= saved_at < STEPS, out[-3000:]  # the step that was running, finished
@@ -78,8 +88,9 @@ def test_signal_saves_the_step_and_a_resume_equals_an_uninterrupted_run(tmp_path
     # The resume names only the run directory: settings, run directory and W&B run come back.
     resumed = run(f"resume={stopped}", WANDB_MODE="offline")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    want, got = flat_state(straight / "checkpoints" / "last.ckpt"), flat_state(
-        stopped / "checkpoints" / "last.ckpt"
+    want, got = (
+        flat_state(straight / "checkpoints" / "last.ckpt"),
+        flat_state(stopped / "checkpoints" / "last.ckpt"),
     )
     assert want.keys() == got.keys()
     for name in want:
@@ -102,8 +113,7 @@ def test_a_resume_that_changes_the_saved_state_is_refused_in_one_line(tmp_path):
     run_dir = tmp_path / "run"
     assert run(*RUN, "trainer.max_steps=2", f"hydra.run.dir={run_dir}").returncode == 0
     for overrides, message in [
-        (["model.width=16", "sfl.num_clients=6"],
-         "model.width 8 -> 16, sfl.num_clients 4 -> 6"),
+        (["model.width=16", "sfl.num_clients=6"], "model.width 8 -> 16, sfl.num_clients 4 -> 6"),
         (["sfl=legacy"], "drop sfl=legacy (the run has default)"),
     ]:
         result = run(f"resume={run_dir}", *overrides)

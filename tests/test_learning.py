@@ -7,6 +7,7 @@ the same network at its random initialisation by at least 4 points.
 """
 
 import json
+import warnings
 from pathlib import Path
 
 import hydra
@@ -63,7 +64,10 @@ def test_mocosfl_learns_on_real_cifar10(compose_train, cifar10_root):
     )
     at_init, test_images = knn_test_top1(initial, datamodule)
 
-    metrics = train(cfg)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics = train(cfg)
+    assert not [w for w in caught if "collapsed" in str(w.message)], "a false collapse alarm"
     trained = metrics["test/knn_top1"]
     record = {"knn_top1_at_init": at_init, "knn_top1_trained": trained, "steps": STEPS}
     (Path(cfg.paths.output_dir) / "learning.json").write_text(json.dumps(record))

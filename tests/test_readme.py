@@ -52,8 +52,13 @@ TINY: list[tuple[str, list[str]]] = [
     ("make attack", ["attack.decoder.epochs=1", "attack.num_targets=8"]),
     ("papermill notebooks/linear_eval", ["-p epochs 2"]),
     ("papermill notebooks/attack", ["-p attack_epochs 1 -p num_targets 8"]),
-    ("make bench", ["--clients 10 --engines loop --width 8 --server-batch 10 --queue-size 40",
-                    "--steps 1 --warmup 0 --json bench.json"]),
+    (
+        "make bench",
+        [
+            "--clients 10 --engines loop --width 8 --server-batch 10 --queue-size 40",
+            "--steps 1 --warmup 0 --json bench.json",
+        ],
+    ),
 ]
 NOT_RUN = {
     "make test": "the suite itself",
@@ -68,7 +73,7 @@ MAKE_ARGS = re.compile(r'ARGS="([^"]*)"')
 
 def shell_blocks(text: str) -> list[list[str]]:
     """The README's ```bash blocks, each a list of commands (continuations joined)."""
-    blocks = re.findall(r"^\s*```bash\n(.*?)^\s*```", text, flags=re.S | re.M)
+    blocks = re.findall(r"^\s*```bash\n(.*?)^\s*```", text, flags=re.DOTALL | re.MULTILINE)
     commands = []
     for block in blocks:
         joined = re.sub(r"\\\n\s*", "", block)
@@ -78,7 +83,7 @@ def shell_blocks(text: str) -> list[list[str]]:
 
 def split_comment(line: str) -> tuple[str, str]:
     match = re.search(r"\s+#\s.*$", line)
-    return (line[: match.start()], line[match.start():]) if match else (line, "")
+    return (line[: match.start()], line[match.start() :]) if match else (line, "")
 
 
 def tiny(line: str) -> str:
@@ -131,7 +136,13 @@ def run_block(
         )
         started = time.monotonic()
         done = subprocess.run(
-            ["bash", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+            ["bash", "-c", script],
+            check=False,
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         seconds = time.monotonic() - started
         results.append((command, done.returncode, done.stdout + done.stderr, seconds))
@@ -153,7 +164,9 @@ def test_every_readme_command_runs_as_written(tmp_path):
     transcript, failures = [], []
     for lines in blocks:
         for command, code, output, seconds in run_block(lines, project, env):
-            transcript.append(f"$ {command}\n[exit {code}, {seconds:.0f} s]\n{last_lines(output)}\n")
+            transcript.append(
+                f"$ {command}\n[exit {code}, {seconds:.0f} s]\n{last_lines(output)}\n"
+            )
             expected = next((msg for cmd, msg in MUST_FAIL.items() if cmd in command), None)
             if expected:
                 errors = [line for line in output.splitlines() if line.startswith("error: ")]

@@ -27,7 +27,6 @@ from mocosfl.data import FederatedDataModule
 from mocosfl.errors import ConfigError
 from mocosfl.sfl import MocoSFL
 
-
 FINAL_FORMAT = "mocosfl-final"
 
 

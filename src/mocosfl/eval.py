@@ -27,7 +27,13 @@ from mocosfl.evaluation import (
     knn_predict,
     train_probe,
 )
-from mocosfl.utils.run import CONFIG_DIR, instantiate_each, user_errors, with_num_threads, write_metrics
+from mocosfl.utils.run import (
+    CONFIG_DIR,
+    instantiate_each,
+    user_errors,
+    with_num_threads,
+    write_metrics,
+)
 from mocosfl.utils.summary import duration, print_summary
 from mocosfl.utils.validate import check_overrides_or_exit
 

@@ -38,7 +38,11 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.data.name != "synthetic" and not cfg.data.get("root"):
         raise ConfigError(
             f"data={cfg.data.name} needs data.root=<folder>"
-            + (" (the folder that holds train/ and test/)" if cfg.data.name == "imagefolder" else "")
+            + (
+                " (the folder that holds train/ and test/)"
+                if cfg.data.name == "imagefolder"
+                else ""
+            )
         )
     if cfg.model.norm == "bn" and cfg.sfl.client_batch_size < 8:
         raise ConfigError(

@@ -8,7 +8,11 @@ from mocosfl.callbacks.knn import KNNMonitor
 from mocosfl.callbacks.linear_probe import LinearProbeCallback
 
 __all__ = [
-    "AttackCallback", "CostCallback", "FedAvgCallback", "KNNMonitor", "LinearProbeCallback",
+    "AttackCallback",
+    "CostCallback",
+    "FedAvgCallback",
+    "KNNMonitor",
+    "LinearProbeCallback",
     "RunCheckpoint",
     "RunInterrupted",
 ]

@@ -13,12 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from lightning.pytorch.loggers import Logger  # noqa: E402
-from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
+import matplotlib.pyplot as plt
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
 
 CURVES = (
     ("train/loss", "train loss"),
@@ -33,7 +30,8 @@ def read_history(path: Path) -> list[dict[str, float]]:
         return []
     with path.open(newline="") as f:
         return [
-            {k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)
+            {k: float(v) for k, v in row.items() if v not in ("", None)}
+            for row in csv.DictReader(f)
         ]
 
 

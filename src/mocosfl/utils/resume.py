@@ -100,7 +100,8 @@ def _refuse_group_changes(overrides: list[Any], saved_choices: dict[str, str]) -
     ]
     if changed:
         raise ConfigError(
-            "a resume keeps the run's config groups; drop " + ", ".join(changed)
+            "a resume keeps the run's config groups; drop "
+            + ", ".join(changed)
             + " or start a new run without ckpt_path/resume"
         )
 
@@ -162,10 +163,14 @@ def _refuse_shape_changes(new: dict[str, Any], saved: dict[str, Any]) -> None:
     differ = []
     for key in SHAPE_KEYS:
         was, now = _flat(_select(saved, key), key), _flat(_select(new, key), key)
-        differ += [f"{k} {was.get(k)} -> {now.get(k)}" for k in sorted(was.keys() | now.keys())
-                   if was.get(k) != now.get(k)]
+        differ += [
+            f"{k} {was.get(k)} -> {now.get(k)}"
+            for k in sorted(was.keys() | now.keys())
+            if was.get(k) != now.get(k)
+        ]
     if differ:
         raise ConfigError(
-            "the checkpoint's state has another shape: " + ", ".join(differ)
+            "the checkpoint's state has another shape: "
+            + ", ".join(differ)
             + "; resume with the run's settings or start a new run without ckpt_path/resume"
         )
