@@ -13,7 +13,7 @@ SWEEP ?=
 SWEEP_ID ?=
 WANDB := $(VENV)/bin/wandb
 # W&B sweeps need an account; say so in one line before wandb prints its own trace.
-WANDB_LOGIN_CHECK = $(PY) -c "from mocosfl.utils.loggers import wandb_api_key_configured as ok; raise SystemExit(not ok())" \
+WANDB_LOGIN_CHECK = $(PY) -c "from mocosfl.utils.wandb_auth import wandb_api_key_configured as ok; raise SystemExit(not ok())" \
 	|| { echo "error: W&B sweeps need a W&B account: run $(WANDB) login (or set WANDB_API_KEY); without one, make sweep-local ARGS=\"key=a,b ...\" runs a grid as a Hydra multirun" >&2; exit 2; }
 
 .PHONY: help venv train eval attack overhead demo test test-fast bench table compare sweep agent sweep-local clean

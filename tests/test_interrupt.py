@@ -68,11 +68,18 @@ def interrupt_at(step: int, signum: int, *overrides: str, **env: str) -> tuple[i
     return process.returncode, "".join(seen) + rest
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
-def test_signal_saves_the_step_and_a_resume_equals_an_uninterrupted_run(tmp_path, signum):
-    straight = tmp_path / "straight"
-    assert run(*RUN, f"hydra.run.dir={straight}").returncode == 0
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> Path:
+    """The run that is never stopped."""
+    run_dir = tmp_path_factory.mktemp("straight")
+    assert run(*RUN, f"hydra.run.dir={run_dir}").returncode == 0
+    return run_dir
 
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_signal_saves_the_step_and_a_resume_equals_an_uninterrupted_run(
+    tmp_path, straight, signum
+):
     stopped = tmp_path / "stopped"
     extra = ["logger=wandb"] if signum == signal.SIGTERM else []
     code, out = interrupt_at(

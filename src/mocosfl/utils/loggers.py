@@ -1,6 +1,5 @@
 """Logger factories for the configs."""
 
-import netrc
 import os
 import secrets
 from pathlib import Path
@@ -9,16 +8,7 @@ from typing import Any
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-
-def wandb_api_key_configured() -> bool:
-    """True if ``wandb login`` or WANDB_API_KEY left a key this process can use."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        rc = netrc.netrc(os.environ.get("NETRC", Path.home() / ".netrc"))
-    except (FileNotFoundError, netrc.NetrcParseError):
-        return False
-    return any(host.endswith("wandb.ai") for host in rc.hosts)
+from mocosfl.utils.wandb_auth import wandb_api_key_configured
 
 
 def wandb_logger(**kwargs: Any) -> WandbLogger:
@@ -35,7 +25,8 @@ def wandb_logger(**kwargs: Any) -> WandbLogger:
         rank_zero_info("W&B: no API key configured, logging offline (upload later: wandb sync)")
         kwargs.setdefault("mode", "offline")
         offline = True
-    if "WANDB_RUN_ID" not in os.environ and kwargs.get("save_dir"):
+    disabled = os.environ.get("WANDB_MODE") == "disabled" or kwargs.get("mode") == "disabled"
+    if "WANDB_RUN_ID" not in os.environ and kwargs.get("save_dir") and not disabled:
         kwargs.setdefault("id", run_id(Path(kwargs["save_dir"])))
         if not offline:  # W&B ignores resume offline, and says so; `wandb sync` joins the parts
             kwargs.setdefault("resume", "allow")
