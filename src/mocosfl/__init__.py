@@ -20,7 +20,7 @@ _PUBLIC = {
     "attack_checkpoint": "mocosfl.privacy",
     "run_attack": "mocosfl.privacy",
 }
-__all__ = sorted(_PUBLIC)
+__all__ = ["attack_checkpoint", "load_datamodule", "load_encoder", "load_module", "run_attack"]
 
 
 def __getattr__(name: str) -> Any:
