@@ -309,12 +309,12 @@ def _decode_files(paths: list[str], size: int, workers: int | None = None) -> np
     use_pool = (
         workers > 1
         and len(paths) >= _POOL_MIN_FILES
-        and "fork" in multiprocessing.get_all_start_methods()
         and not multiprocessing.current_process().daemon
     )
     if use_pool:
-        # fork: the children only run PIL and numpy, and nothing has to be re-imported.
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        # spawn, not fork: a child forked while another thread of this process holds a lock
+        # (torch's, a logger's) can wait on it forever; it hung a test run here once.
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
             results = pool.map(_decode_chunk, chunks, chunksize=1)
     else:
         results = [_decode_chunk(c) for c in chunks]

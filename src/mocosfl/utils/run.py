@@ -53,8 +53,20 @@ class _DropTips(logging.Filter):
         return not str(record.msg).startswith(NOISY_PREFIXES)
 
 
+_library_format = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    """Our own warnings as one line, ``warning: <what to do>``; other libraries' as usual."""
+    if Path(filename).resolve().is_relative_to(Path(__file__).resolve().parents[1]):
+        return f"warning: {message}\n"
+    return _library_format(message, category, filename, lineno, line)
+
+
 def quiet_known_noise() -> None:
-    """Silence the messages in :data:`NOISE` and Lightning's tips; every other warning shows."""
+    """Silence the messages in :data:`NOISE` and Lightning's tips; every other warning shows,
+    ours in one line."""
+    warnings.formatwarning = _format_warning
     for pattern in NOISE:
         warnings.filterwarnings("ignore", message=pattern)
     # On the handlers: a logger's own filters do not see its children's records.
