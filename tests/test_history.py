@@ -66,7 +66,8 @@ def collapse_warnings(cfg) -> list[str]:
     return [str(w.message) for w in caught if "collapsed" in str(w.message)]
 
 
-def test_the_collapse_alarm_fires_on_collapse_only(compose_train, tmp_path):
+def test_the_collapse_alarm_fires_on_collapse_only(compose_train, tmp_path, monkeypatch):
+    monkeypatch.setattr("mocosfl.sfl.module.COLLAPSE_CHECK_EVERY", 4)  # 12 steps hold 3 checks
     common = [*TINY, "~callbacks.knn", "~callbacks.linear_probe", "trainer.max_steps=12"]
     healthy = compose_train(common)
     assert collapse_warnings(healthy) == []

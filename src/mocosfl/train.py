@@ -115,18 +115,22 @@ SUMMARY_METRICS = (
 )
 
 
-@with_num_threads
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from the config, fit, and write ``metrics.json``; returns its content.
 
+    A resume (``resume=`` or ``ckpt_path=``) runs with the config rebuilt from its checkpoint.
     A run stopped by SIGINT or SIGTERM returns ``{"interrupted": <signal name>, ...}`` after
     writing ``last.ckpt`` for its last step.
     """
     ckpt_path = resume_checkpoint(cfg.get("resume"), cfg.get("ckpt_path"))
-    if ckpt_path:
+    if ckpt_path:  # before the thread count is set: the run's own decides float rounding
         cfg = resumed_config(cfg, load_checkpoint(ckpt_path))
-        if cfg.get("num_threads"):  # the run's own thread count: it decides float rounding
-            torch.set_num_threads(cfg.num_threads)  # (with_num_threads restores the caller's)
+    return fit(cfg, ckpt_path)
+
+
+@with_num_threads
+def fit(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, Any]:
+    """:func:`train` once the config is final: ``ckpt_path`` is the checkpoint to resume."""
     check_config(cfg)
     # Taken before anything is instantiated: instantiate resolves shared nodes in place.
     run_config, run_source = run_config_of(cfg), frozen_source(cfg)
@@ -136,13 +140,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")  # every data check runs now, before any model is built
-    split_model = hydra.utils.instantiate(cfg.model)
-    module = hydra.utils.instantiate(
-        cfg.module, split_model=split_model, client_sizes=datamodule.client_sizes.tolist()
-    )
-    module.run_config, module.run_source = run_config, run_source
-    if "init_from" in cfg:  # TAResSFL stage 2 starts from the stage-1 expert
-        init_from_checkpoint(module, cfg.init_from, cfg.get("expert_target_fraction"))
     callbacks = instantiate_each(cfg.callbacks)
     if not any(isinstance(cb, FedAvgCallback) for cb in callbacks):
         raise ConfigError(
@@ -156,6 +153,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"sfl.clients_per_step={datamodule.clients_per_step} cannot be split evenly over "
             f"{trainer.world_size} processes (trainer.devices x trainer.num_nodes)"
         )
+    # Built in the run's dtype (on the CPU, as before), so that a resume of a 64-true run
+    # restores its float64 weights as saved, not rounded through float32.
+    with trainer.precision_plugin.tensor_init_context():
+        split_model = hydra.utils.instantiate(cfg.model)
+        module = hydra.utils.instantiate(
+            cfg.module, split_model=split_model, client_sizes=datamodule.client_sizes.tolist()
+        )
+    module.run_config, module.run_source = run_config, run_source
+    if "init_from" in cfg:  # TAResSFL stage 2 starts from the stage-1 expert
+        init_from_checkpoint(module, cfg.init_from, cfg.get("expert_target_fraction"))
     for logger in trainer.loggers:
         logger.log_hyperparams(module.run_config)
     if trainer.is_global_zero:

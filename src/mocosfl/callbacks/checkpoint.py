@@ -6,7 +6,8 @@ Ctrl-C or SIGTERM.
 * ``step_NNNNNNN.ckpt`` is kept every ``keep_every_n_steps`` steps (0: none), so a long run
   leaves a handful of full-state files, not one an interval;
 * on SIGINT or SIGTERM the current step is finished, ``last.ckpt`` is written for it and the
-  run stops with :class:`RunInterrupted`; a second signal stops at once, without a checkpoint.
+  run stops with :class:`RunInterrupted` (under DDP at the next step that is a multiple of
+  ``DDP_STOP_CHECK_EVERY``); a second signal stops at once, without a checkpoint.
 
 Being a :class:`~lightning.pytorch.callbacks.Checkpoint`, Lightning runs it after every other
 callback of a step, so the checkpoint of a step includes that step's FedAvg.
@@ -35,6 +36,8 @@ class RunInterrupted(Exception):
         self.step = step
         self.checkpoint = checkpoint
 
+
+DDP_STOP_CHECK_EVERY = 10  # steps between two stop agreements of the DDP processes
 
 class RunCheckpoint(Checkpoint):
     """Writes ``dirpath/last.ckpt`` and ``dirpath/step_NNNNNNN.ckpt`` (see the module doc)."""
@@ -89,9 +92,12 @@ class RunCheckpoint(Checkpoint):
         self._restore_handlers()
 
     def _stop_requested(self, trainer: L.Trainer) -> bool:
-        # Every process must stop at the same step, even when only one got the signal.
+        # Every process must stop at the same step, even when only one got the signal; they
+        # agree every DDP_STOP_CHECK_EVERY steps, as each agreement waits for the device.
         if trainer.world_size == 1:
             return self._signal is not None
+        if trainer.global_step % DDP_STOP_CHECK_EVERY and not is_final_step(trainer):
+            return False
         return bool(trainer.strategy.reduce_boolean_decision(self._signal is not None, all=False))
 
     # -- writing ----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ SYMMETRIC_MODES = ("true", "legacy", "off")
 # network (kNN 83%) has a total variance of 4e-3 in its head output and its random
 # initialisation 5e-2, so the alarm waits for 1e-5, float noise around one point.
 COLLAPSE_VARIANCE = 1e-5
+COLLAPSE_CHECK_EVERY = 50  # steps between two collapse checks (after the first epoch)
 
 
 def symmetric_mode(value: bool | str) -> str:
@@ -302,8 +303,9 @@ class MocoSFL(L.LightningModule):
         self.log("train/feature_std", feature_std, sync_dist=sync)
         self.log("lr/server", server_lr)
         self.log("lr/client", client_lr)
-        if self._collapse_warned or self.trainer.global_step < self.steps_per_epoch:
-            return  # read on the host only when it can fire: a device sync each step
+        step = self.trainer.global_step
+        if self._collapse_warned or step < self.steps_per_epoch or step % COLLAPSE_CHECK_EVERY:
+            return  # read on the host only now and then: each read waits for the device
         variance = float(queries.detach().float().var(dim=0, unbiased=False).sum())
         if variance < COLLAPSE_VARIANCE:
             self._collapse_warned = True

@@ -116,7 +116,7 @@ def user_errors() -> Iterator[None]:
         wandb.finish(exit_code=1 if failed else 0)
 
 
-Job = TypeVar("Job", bound=Callable[[DictConfig], Any])
+Job = TypeVar("Job", bound=Callable[..., Any])
 
 
 def with_num_threads(job: Job) -> Job:
@@ -124,12 +124,12 @@ def with_num_threads(job: Job) -> Job:
     restore it afterwards, so an in-process call (tests, notebooks) leaves no global change."""
 
     @functools.wraps(job)
-    def wrapper(cfg: DictConfig) -> Any:
+    def wrapper(cfg: DictConfig, *args: Any, **kwargs: Any) -> Any:
         previous = torch.get_num_threads()
         if cfg.get("num_threads"):
             torch.set_num_threads(cfg.num_threads)
         try:
-            return job(cfg)
+            return job(cfg, *args, **kwargs)
         finally:
             torch.set_num_threads(previous)
 
