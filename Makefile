@@ -8,6 +8,8 @@ EVAL ?= linear
 CKPT ?=
 ARGS ?=
 PYTEST_ARGS ?=
+# make test runs this many pytest processes side by side (each test uses one CPU thread).
+TEST_WORKERS ?= 2
 RUNS ?= logs
 SWEEP ?=
 SWEEP_ID ?=
@@ -46,10 +48,10 @@ demo: $(STAMP)  ## a short run on synthetic data (1-2 minutes on a CPU)
 	$(PY) -m mocosfl.train experiment=demo $(ARGS)
 
 test: $(STAMP)  ## the whole suite, as CI runs it
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-fast: $(STAMP)  ## the quick subset (no slow tests)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)  ## step time and peak memory: loop and vmap client engines at 10, 100, 1000 clients against centralized MoCo
 	$(PY) benchmarks/step_time.py $(ARGS)

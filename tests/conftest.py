@@ -1,11 +1,13 @@
 """Shared fixtures: quiet W&B, fixed threads, and Hydra-composed training configs."""
 
+import itertools
 import os
 import tarfile
 from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
@@ -34,10 +36,39 @@ def compose_train(tmp_path):
 
 @pytest.fixture(scope="session")
 def cifar10_root(tmp_path_factory) -> Path:
-    """The real CIFAR-10 (JPEG copy from ../shared/data), extracted once per test session."""
+    """The real CIFAR-10 (JPEG copy from ../shared/data), extracted once per test session (one
+    copy for all the workers of ``pytest -n``)."""
     if not SHARED_CIFAR10.is_file():
         pytest.skip(f"real CIFAR-10 not found at {SHARED_CIFAR10}")
-    root = tmp_path_factory.mktemp("cifar")
-    with tarfile.open(SHARED_CIFAR10) as archive:
-        archive.extractall(root, filter="data")
+    session_dir = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker's folder lies in the session's
+        session_dir = session_dir.parent
+    root = session_dir / "cifar"
+    with FileLock(session_dir / "cifar.lock"):
+        if not (root / "extracted").is_file():
+            with tarfile.open(SHARED_CIFAR10) as archive:
+                archive.extractall(root, filter="data")
+            (root / "extracted").touch()
     return root / "cifar10-jpeg"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Place the long tests so that ``pytest -n W --dist worksteal`` (``make test``) runs them
+    side by side: that scheduler gives each worker one contiguous W-th of the list, so the long
+    tests, longest first, are dealt round-robin to the heads of those W parts."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))  # set in each worker
+
+    def seconds(item: pytest.Item) -> float:
+        return item.get_closest_marker("long").kwargs["seconds"]
+
+    long = sorted((i for i in items if i.get_closest_marker("long")), key=seconds, reverse=True)
+    rest = [i for i in items if not i.get_closest_marker("long")]
+    heads = [long[w::workers] for w in range(workers)]
+    size = len(items) // workers  # the part sizes as worksteal cuts them
+    ordered: list[pytest.Item] = []
+    others = iter(rest)
+    for w, head in enumerate(heads):
+        ordered += head
+        end = (w + 1) * size if w < workers - 1 else len(items)
+        ordered += itertools.islice(others, max(end - len(ordered), 0))
+    items[:] = [*ordered, *others]

@@ -180,12 +180,16 @@ def test_label_counts():
 # CIFAR loaders
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("download", [False, True])
-def test_cifar10_reads_original_pickle_format(tmp_path, download):
+def test_cifar10_reads_original_pickle_format(tmp_path, download, monkeypatch):
+    import torchvision.datasets.cifar as tv_cifar
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("present files went to the network")
+
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", no_network)
     written = write_tiny_cifar10(tmp_path)
     for split in ("train", "test"):
-        t0 = time.perf_counter()
         s = load_image_set("cifar10", str(tmp_path), split, download=download)
-        assert time.perf_counter() - t0 < 5  # present files never go to the network
         data, labels = written[split]
         assert s.images.dtype == torch.uint8 and s.images.shape == (data.shape[0], 3, 32, 32)
         assert np.array_equal(s.images.reshape(-1, 3072).numpy(), data)
@@ -232,10 +236,8 @@ def test_cifar_missing_download_fails_fast(tmp_path, monkeypatch):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
     monkeypatch.setattr(tv_cifar, "download_and_extract_archive", offline)
-    t0 = time.perf_counter()
     with pytest.raises(ConfigError) as exc:
         load_image_set("cifar10", str(tmp_path), "train", download=True)
-    assert time.perf_counter() - t0 < 10
     assert calls, "torchvision's download was not attempted"
     msg = _one_line(exc)
     assert "could not be downloaded" in msg and "Name or service" in msg
@@ -334,9 +336,7 @@ def test_imagefolder_missing_folder(tmp_path):
 # Synthetic
 # ---------------------------------------------------------------------------------------------
 def test_synthetic_shapes_and_determinism():
-    t0 = time.perf_counter()
     a = make_synthetic("train", train_size=3000, seed=4)
-    assert time.perf_counter() - t0 < 2.0
     assert a.images.shape == (3000, 3, 32, 32) and a.images.dtype == torch.uint8
     assert a.labels.dtype == torch.int64 and len(a.classes) == 10
     assert np.bincount(a.labels.numpy()).tolist() == [300] * 10
@@ -744,29 +744,26 @@ def test_datamodule_on_tiny_cifar(tmp_path):
     assert batch["query"].shape == (2, 2, 3, 32, 32)
 
 
-SHARED_CIFAR10_JPEG = Path("/work/shared/data/cifar10-jpeg.tar.gz")
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not SHARED_CIFAR10_JPEG.is_file(), reason="no shared CIFAR-10 JPEG archive")
-def test_real_cifar10_jpeg_imagefolder(tmp_path):
-    """The real CIFAR-10 (JPEG re-encoding): 60,000 images decoded once, then from the cache."""
-    import tarfile
-
-    with tarfile.open(SHARED_CIFAR10_JPEG) as tar:
-        tar.extractall(tmp_path, filter="data")
-    root = str(tmp_path / "cifar10-jpeg")
-    t0 = time.perf_counter()
+@pytest.mark.long(seconds=45)
+def test_real_cifar10_jpeg_imagefolder(cifar10_root, monkeypatch):
+    """The real CIFAR-10 (JPEG re-encoding): 60,000 images, decoded once, then read from the
+    cache (the session's other real-data tests share the copy, so either may come first)."""
+    root = str(cifar10_root)
     train = load_image_set("imagefolder", root, "train")
     test = load_image_set("imagefolder", root, "test")
-    decode_s = time.perf_counter() - t0
     assert train.images.shape == (50000, 3, 32, 32) and test.images.shape == (10000, 3, 32, 32)
     assert train.classes == CIFAR10_CLASSES == test.classes
     assert np.bincount(train.labels.numpy()).tolist() == [5000] * 10
     assert np.bincount(test.labels.numpy()).tolist() == [1000] * 10
     mean = (train.images.float().mean((0, 2, 3)) / 255).tolist()
     assert np.allclose(mean, MEAN, atol=0.01)
-    t0 = time.perf_counter()
-    cached = load_image_set("imagefolder", root, "train")
-    assert torch.equal(cached.images, train.images)
-    assert time.perf_counter() - t0 < decode_s
+    # The cache holds what decoding gives, and a second load decodes nothing.
+    decoded = datasets_mod.load_image_folder(root, "test", use_cache=False)
+    assert torch.equal(decoded.images, test.images) and torch.equal(decoded.labels, test.labels)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again instead of reading the cache")
+
+    monkeypatch.setattr("mocosfl.data.datasets._decode_files", no_decoding)
+    assert torch.equal(load_image_set("imagefolder", root, "train").images, train.images)

@@ -153,6 +153,7 @@ def last_lines(output: str, n: int = 3) -> str:
     return "\n".join(output.strip().splitlines()[-n:])
 
 
+@pytest.mark.long(seconds=400)
 def test_every_readme_command_runs_as_written(tmp_path):
     blocks = shell_blocks(README.read_text())
     assert len(blocks) > 10, "the README lost its shell blocks"
