@@ -1,7 +1,16 @@
 """Split-able backbones (flat layer lists), the client/server split and the projection head."""
 
 from mocosfl.models.heads import ProjectionHead
-from mocosfl.models.layers import WSConv2d, conv2d, init_xavier_, make_norm
+from mocosfl.models.layers import (
+    INITS,
+    STEMS,
+    WSConv2d,
+    conv2d,
+    init_legacy_,
+    init_weights_,
+    init_xavier_,
+    make_norm,
+)
 from mocosfl.models.mobilenet import mobilenetv2_layers
 from mocosfl.models.resnet import resnet18_layers, resnet50_layers
 from mocosfl.models.split import (
@@ -15,12 +24,16 @@ from mocosfl.models.vgg import vgg13_layers
 
 __all__ = [
     "ARCHITECTURES",
+    "INITS",
     "ProjectionHead",
+    "STEMS",
     "SplitModel",
     "WSConv2d",
     "build_backbone",
     "build_split_model",
     "conv2d",
+    "init_legacy_",
+    "init_weights_",
     "init_xavier_",
     "make_norm",
     "mobilenetv2_layers",

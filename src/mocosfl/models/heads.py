@@ -12,7 +12,8 @@ class ProjectionHead(nn.Sequential):
     """MoCo v2 MLP head: Linear -> ReLU -> Linear, no BatchNorm (as in MocoSFL's ``V2`` preset).
 
     Input [B, in_dim] (pooled backbone features) -> output [B, out_dim] (embedding before
-    L2-normalisation, which the loss applies). Xavier-uniform weights, zero biases.
+    L2-normalisation, which the loss applies). Xavier-uniform weights, zero biases: both
+    ``model.init`` rules give plain Linear layers that, so the head takes no ``init``.
     """
 
     def __init__(self, in_dim: int, hidden_dim: int = 1024, out_dim: int = 1024) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mocosfl.models.layers import conv2d, make_norm
+from mocosfl.models.layers import conv2d, imagenet_like, make_norm
 
 # (expansion t, output channels c at width 32, repeats n, first stride s). The second stage's
 # stride is 1 instead of ImageNet's 2, the usual CIFAR adaptation.
@@ -60,19 +60,33 @@ class InvertedResidual(nn.Module):
         return x + out if self.use_residual else out
 
 
+def stem_stride(image_size: int, stem: str) -> int:
+    """Stride of the 3x3 stem conv: 2 for ImageNet-like inputs under ``model.stem=auto``.
+
+    ``legacy`` keeps stride 1 at every size, as the original's MobileNetV2 (which runs at 32 px
+    only).
+    """
+    return 2 if stem == "auto" and imagenet_like(image_size) else 1
+
+
 def mobilenetv2_layers(
-    width: int = 32, norm: str = "gn", weight_std: bool = True, imagenet_stem: bool = False
+    width: int = 32,
+    norm: str = "gn",
+    weight_std: bool = True,
+    image_size: int = 32,
+    stem: str = "auto",
 ) -> tuple[list[nn.Module], int]:
     """MobileNetV2 as 9 layers: stem, 7 inverted-residual stages, final 1x1 conv.
 
     Channels scale with width / 32 (rounded to multiples of 4). Input [B, 3, H, W] -> last layer
-    [B, feature_dim, H/8, W/8] (H/16 with imagenet_stem, whose stem has stride 2);
+    [B, feature_dim, H / (8 * s), W / (8 * s)] for the stem's stride s (``stem_stride``);
     feature_dim = 1280 * width / 32.
     """
     stem_c = _scaled(32, width)
-    stem_stride = 2 if imagenet_stem else 1
     layers: list[nn.Module] = [
-        nn.Sequential(*_conv_norm_relu6(3, stem_c, 3, stem_stride, norm, weight_std))
+        nn.Sequential(
+            *_conv_norm_relu6(3, stem_c, 3, stem_stride(image_size, stem), norm, weight_std)
+        )
     ]
     in_c = stem_c
     for t, c, n, s in _STAGES:

@@ -5,18 +5,30 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mocosfl.models.layers import conv2d, make_norm
+from mocosfl.models.layers import conv2d, imagenet_like, make_norm
+
+# The original's stem by exact input size (32 px and any size not listed: 3x3 stride 1).
+_LEGACY_STEMS = {224: (7, 2), 64: (3, 2)}
 
 
-def stem(out_c: int, norm: str, weight_std: bool, imagenet_stem: bool) -> nn.Sequential:
-    """Conv + norm + ReLU: [B, 3, H, W] -> [B, out_c, H, W] (CIFAR 3x3/s1) or [B, out_c, H/2, W/2].
+def stem_geometry(image_size: int, stem: str) -> tuple[int, int]:
+    """(kernel, stride) of the stem conv for ``image_size`` px inputs under ``model.stem``.
 
-    Neither variant has a max-pool, following the original MocoSFL code.
+    ``auto``: 3x3 stride 1 up to 64 px, 7x7 stride 2 above. ``legacy``: the original's rule,
+    keyed on exact sizes: 224 px 7x7/2, 64 px 3x3/2, any other size 3x3/1.
     """
-    if imagenet_stem:
-        conv = conv2d(3, out_c, 7, stride=2, padding=3, weight_std=weight_std)
-    else:
-        conv = conv2d(3, out_c, 3, stride=1, padding=1, weight_std=weight_std)
+    if stem == "legacy":
+        return _LEGACY_STEMS.get(image_size, (3, 1))
+    return (7, 2) if imagenet_like(image_size) else (3, 1)
+
+
+def make_stem(out_c: int, norm: str, weight_std: bool, image_size: int, stem: str) -> nn.Sequential:
+    """Conv + norm + ReLU: [B, 3, H, W] -> [B, out_c, H / stride, W / stride].
+
+    Kernel and stride from ``stem_geometry``; "same" padding, no max-pool, as in the original.
+    """
+    kernel, stride = stem_geometry(image_size, stem)
+    conv = conv2d(3, out_c, kernel, stride=stride, weight_std=weight_std)
     return nn.Sequential(conv, make_norm(norm, out_c), nn.ReLU(inplace=True))
 
 
@@ -83,10 +95,11 @@ def _resnet_layers(
     width: int,
     norm: str,
     weight_std: bool,
-    imagenet_stem: bool,
+    image_size: int,
+    stem: str,
 ) -> tuple[list[nn.Module], int]:
     expansion = getattr(block, "expansion", 1)
-    layers: list[nn.Module] = [stem(width, norm, weight_std, imagenet_stem)]
+    layers: list[nn.Module] = [make_stem(width, norm, weight_std, image_size, stem)]
     in_c = width
     for stage, n_blocks in enumerate(blocks_per_stage):
         mid_c = width * 2**stage
@@ -98,20 +111,30 @@ def _resnet_layers(
 
 
 def resnet18_layers(
-    width: int = 64, norm: str = "gn", weight_std: bool = True, imagenet_stem: bool = False
+    width: int = 64,
+    norm: str = "gn",
+    weight_std: bool = True,
+    image_size: int = 32,
+    stem: str = "auto",
 ) -> tuple[list[nn.Module], int]:
     """ResNet-18 as 9 layers: stem + 8 BasicBlocks; feature_dim = 8 * width.
 
-    Input [B, 3, H, W]; the last layer outputs [B, 8 * width, H/8, W/8] (H/16 with imagenet_stem).
+    Input [B, 3, H, W] with H = W = image_size; the last layer outputs
+    [B, 8 * width, H / (8 * s), W / (8 * s)] for the stem's stride s (``stem_geometry``).
     """
-    return _resnet_layers(BasicBlock, (2, 2, 2, 2), width, norm, weight_std, imagenet_stem)
+    return _resnet_layers(BasicBlock, (2, 2, 2, 2), width, norm, weight_std, image_size, stem)
 
 
 def resnet50_layers(
-    width: int = 64, norm: str = "gn", weight_std: bool = True, imagenet_stem: bool = False
+    width: int = 64,
+    norm: str = "gn",
+    weight_std: bool = True,
+    image_size: int = 32,
+    stem: str = "auto",
 ) -> tuple[list[nn.Module], int]:
     """ResNet-50 as 17 layers: stem + 16 Bottleneck blocks; feature_dim = 32 * width.
 
-    Input [B, 3, H, W]; the last layer outputs [B, 32 * width, H/8, W/8] (H/16 with imagenet_stem).
+    Input [B, 3, H, W] with H = W = image_size; the last layer outputs
+    [B, 32 * width, H / (8 * s), W / (8 * s)] for the stem's stride s (``stem_geometry``).
     """
-    return _resnet_layers(Bottleneck, (3, 4, 6, 3), width, norm, weight_std, imagenet_stem)
+    return _resnet_layers(Bottleneck, (3, 4, 6, 3), width, norm, weight_std, image_size, stem)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from mocosfl.errors import ConfigError
-from mocosfl.models.layers import init_xavier_
+from mocosfl.models.layers import STEMS, check_choice, init_weights_
 from mocosfl.models.mobilenet import mobilenetv2_layers
 from mocosfl.models.resnet import resnet18_layers, resnet50_layers
 from mocosfl.models.vgg import vgg13_layers
@@ -25,8 +25,6 @@ ARCHITECTURES: dict[str, LayerBuilder] = {
     "mobilenetv2": mobilenetv2_layers,
 }
 
-# Inputs larger than this are ImageNet-like (e.g. 224 px) and get the strided stem.
-_MAX_CIFAR_LIKE_SIZE = 64
 _BOTTLENECK_RE = re.compile(r"C(\d+)S(\d+)")
 
 
@@ -48,24 +46,20 @@ class SplitModel:
 
 
 def _backbone_layers(
-    arch: str, width: int, norm: str, weight_std: bool, image_size: int
+    arch: str, width: int, norm: str, weight_std: bool, image_size: int, init: str, stem: str
 ) -> tuple[list[nn.Module], int]:
-    """Xavier-initialised layer list and feature_dim for ``arch``, after validating the settings."""
-    if arch not in ARCHITECTURES:
-        raise ConfigError(
-            f"model.arch={arch!r} is not supported: valid choices are {', '.join(ARCHITECTURES)}"
-        )
+    """Layer list initialised by rule ``init`` and feature_dim for ``arch``, after validating
+    the settings."""
+    check_choice("model.arch", arch, tuple(ARCHITECTURES))
+    check_choice("model.stem", stem, STEMS)
     if width < 1:
         raise ConfigError(f"model.width={width} is invalid: it must be a positive integer")
     if image_size < 1:
         raise ConfigError(f"data.image_size={image_size} is invalid: it must be a positive integer")
     layers, feature_dim = ARCHITECTURES[arch](
-        width=width,
-        norm=norm,
-        weight_std=weight_std,
-        imagenet_stem=image_size > _MAX_CIFAR_LIKE_SIZE,
+        width=width, norm=norm, weight_std=weight_std, image_size=image_size, stem=stem
     )
-    init_xavier_(nn.ModuleList(layers))
+    init_weights_(nn.ModuleList(layers), init)
     return layers, feature_dim
 
 
@@ -80,13 +74,15 @@ def build_backbone(
     norm: str = "gn",
     weight_std: bool = True,
     image_size: int = 32,
+    init: str = "xavier",
+    stem: str = "auto",
 ) -> nn.Sequential:
     """The unsplit network: [B, 3, image_size, image_size] -> [B, feature_dim].
 
     Built with the same calls, in the same order, as ``build_split_model``, so under the same
     torch seed both get identical backbone weights.
     """
-    layers, _ = _backbone_layers(arch, width, norm, weight_std, image_size)
+    layers, _ = _backbone_layers(arch, width, norm, weight_std, image_size, init, stem)
     return nn.Sequential(*layers, *_global_pool())
 
 
@@ -102,7 +98,9 @@ def parse_bottleneck(bottleneck: str) -> tuple[int, int]:
     return channels, stride
 
 
-def _bottleneck_pair(spec: str, cut_channels: int) -> tuple[list[nn.Module], list[nn.Module]]:
+def _bottleneck_pair(
+    spec: str, cut_channels: int, init: str
+) -> tuple[list[nn.Module], list[nn.Module]]:
     """Encoder for the client and decoder for the server.
 
     Encoder: [B, cut_channels, H, W] -> [B, c, H/s, W/s] via log2(s) stride-2 convs.
@@ -121,7 +119,7 @@ def _bottleneck_pair(spec: str, cut_channels: int) -> tuple[list[nn.Module], lis
             nn.ConvTranspose2d(channels, dec_out, 3, stride=2, padding=1, output_padding=1),
             nn.ReLU(inplace=True),
         ]
-    init_xavier_(nn.ModuleList(encoder + decoder))
+    init_weights_(nn.ModuleList(encoder + decoder), init)
     return encoder, decoder
 
 
@@ -147,15 +145,18 @@ def build_split_model(
     weight_std: bool = True,
     bottleneck: str | None = None,
     image_size: int = 32,
+    init: str = "xavier",
+    stem: str = "auto",
 ) -> SplitModel:
     """Build ``arch`` and cut it after ``cut_layer`` layers (1 = stem only).
 
     Client: [B, 3, image_size, image_size] -> [B, *latent_shape]; server: [B, *latent_shape] ->
     [B, feature_dim]. With ``bottleneck="C{c}S{s}"`` the client ends in a stride-2 conv encoder to
     c channels at 1/s resolution and the server starts with the matching transposed-conv decoder.
+    ``init`` is the weight initialisation rule (``INITS``), ``stem`` the stem rule (``STEMS``).
     Deterministic given torch's global seed.
     """
-    layers, feature_dim = _backbone_layers(arch, width, norm, weight_std, image_size)
+    layers, feature_dim = _backbone_layers(arch, width, norm, weight_std, image_size, init, stem)
     num_layers = len(layers)
     # The server must keep at least one backbone layer, so the last layer is never a valid cut.
     if not 1 <= cut_layer <= num_layers - 1:
@@ -168,7 +169,7 @@ def build_split_model(
     decoder: list[nn.Module] = []
     if bottleneck is not None:
         cut_channels = _output_shape(nn.Sequential(*client_layers), image_size)[0]
-        encoder, decoder = _bottleneck_pair(bottleneck, cut_channels)
+        encoder, decoder = _bottleneck_pair(bottleneck, cut_channels, init)
     client = nn.Sequential(*client_layers, *encoder)
     server = nn.Sequential(*decoder, *layers[cut_layer:], *_global_pool())
     return SplitModel(

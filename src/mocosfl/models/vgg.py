@@ -13,15 +13,19 @@ _VGG13_CFG: tuple[int | str, ...] = (
 
 
 def vgg13_layers(
-    width: int = 64, norm: str = "gn", weight_std: bool = True, imagenet_stem: bool = False
+    width: int = 64,
+    norm: str = "gn",
+    weight_std: bool = True,
+    image_size: int = 32,
+    stem: str = "auto",
 ) -> tuple[list[nn.Module], int]:
     """VGG-13 as 15 layers (10 convs, 5 max-pools); channel counts scaled by width / 64.
 
     Input [B, 3, H, W] -> last layer [B, 8 * width, H/32, W/32]; feature_dim = 8 * width.
-    ``imagenet_stem`` is accepted for a uniform builder signature and ignored: VGG has no
-    separate stem, and the server's global average pooling absorbs the larger 224 px maps.
+    ``image_size`` and ``stem`` are accepted for a uniform builder signature and ignored: VGG
+    has no separate stem, and the server's global average pooling absorbs larger maps.
     """
-    del imagenet_stem
+    del image_size, stem
     layers: list[nn.Module] = []
     in_c = 3
     for entry in _VGG13_CFG:

@@ -36,7 +36,7 @@ from mocosfl.data.datasets import DATASET_NAMES
 from mocosfl.data.partition import PARTITION_KINDS
 from mocosfl.errors import ConfigError
 from mocosfl.evaluation.linear import HEADS, SCHEDULES
-from mocosfl.models.layers import NORMS
+from mocosfl.models.layers import INITS, NORMS, STEMS
 from mocosfl.models.split import ARCHITECTURES, parse_bottleneck
 from mocosfl.sfl.engines import CLIENT_ENGINES
 from mocosfl.sfl.module import SYMMETRIC_MODES
@@ -408,6 +408,8 @@ RULES: list[tuple[str, Kind, Bound, str]] = [
     ("model.norm", STR, one_of(*NORMS), "normalisation"),
     ("model.weight_std", BOOL, ANY, "weight standardisation"),
     ("model.bottleneck", STR.or_null(), BOTTLENECK, "latent bottleneck"),
+    ("model.init", STR, one_of(*INITS), "weight initialisation rule"),
+    ("model.stem", STR, one_of(*STEMS), "stem rule (auto: by image size; legacy: the original's)"),
     # module
     ("module.head_hidden_dim", INT, ge(1), "projection head width"),
     ("module.head_out_dim", INT, ge(1), "projection head output"),
