@@ -140,12 +140,13 @@ def run_block(
             check=False,
             cwd=cwd,
             env=env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,  # one stream in the order it was printed
             text=True,
             timeout=900,
         )
         seconds = time.monotonic() - started
-        results.append((command, done.returncode, done.stdout + done.stderr, seconds))
+        results.append((command, done.returncode, done.stdout, seconds))
     return results
 
 
