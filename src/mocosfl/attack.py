@@ -1,8 +1,10 @@
 """Attack a checkpoint: ``python -m mocosfl.attack ckpt_path=<run>/checkpoints/final.ckpt``.
 
 The model-inversion attack of :mod:`mocosfl.privacy.attack` on the checkpoint's FedAvg client
-model, with the images of the run's own data (conf/attack.yaml). Writes into the run directory
-``metrics.json`` (``attack/mse``, ``attack/ssim``, ``attack/psnr``), ``reconstructions.png``
+model, with the images of the run's own data (conf/attack.yaml), measured by the corrected protocol
+or, with ``attack=paper``, the original's (:mod:`mocosfl.privacy.protocol`). Writes into the run
+directory ``metrics.json`` (``attack/mse``, ``attack/ssim``, ``attack/psnr``, or
+``attack_paper/*``, and ``attack_protocol``), ``reconstructions.png``
 (originals over reconstructions, ``attack.grid_images`` of them) and ``attack.json`` (the
 decoder's validation curve, the kept step, the wall time), logs the same to W&B, reports the
 decoder's training as it goes (``attack.progress``) and ends with a short summary table.
@@ -32,7 +34,7 @@ def log_attack(
     for logger in instantiate_each(cfg.logger):
         logger.log_hyperparams(hyperparams)
         logger.log_metrics(result.metrics(), step=0)
-        log_reconstructions([logger], grid, step=0)
+        log_reconstructions([logger], grid, step=0, prefix=result.prefix)
         logger.finalize("success")
 
 
@@ -44,9 +46,10 @@ def print_attack_summary(cfg: DictConfig, result: AttackResult, written: list[Pa
         ("checkpoint", cfg.ckpt_path),
         ("aux images", result.num_aux),
         ("targets", result.originals.shape[0]),
-        ("attack/mse", result.mse),
-        ("attack/ssim", result.ssim),
-        ("attack/psnr", f"{result.psnr:.2f} dB"),
+        ("protocol", result.protocol),
+        (f"{result.prefix}/mse", result.mse),
+        (f"{result.prefix}/ssim", result.ssim),
+        (f"{result.prefix}/psnr", f"{result.psnr:.2f} dB"),
         ("wall time", f"{result.seconds:.1f} s"),
         ("files written", ", ".join(path.name for path in written)),
     ]
@@ -63,7 +66,9 @@ def attack(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.ckpt_path:
         raise ConfigError("ckpt_path is required, e.g. ckpt_path=<run dir>/checkpoints/final.ckpt")
     options = OmegaConf.to_container(cfg.attack, resolve=True)
-    settings = AttackSettings.from_config({**options.pop("decoder"), "seed": cfg.seed})
+    settings = AttackSettings.from_config(
+        {**options.pop("decoder"), "seed": cfg.seed, "protocol": options.pop("protocol")}
+    )
     grid_images = options.pop("grid_images")
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +85,11 @@ def attack(cfg: DictConfig) -> dict[str, Any]:
     hyperparams = {**OmegaConf.to_container(cfg, resolve=True), "run": run_config}
     log_attack(cfg, hyperparams, result, written[0])
     record = write_metrics(
-        out_dir / "metrics.json", result.metrics(), seed=cfg.seed, ckpt_path=str(cfg.ckpt_path)
+        out_dir / "metrics.json",
+        result.metrics(),
+        attack_protocol=result.protocol,
+        seed=cfg.seed,
+        ckpt_path=str(cfg.ckpt_path),
     )
     print_attack_summary(cfg, result, [out_dir / "metrics.json", *written])
     return record

@@ -10,9 +10,12 @@ from mocosfl.privacy.attack import (
 )
 from mocosfl.privacy.data import ExpertDataModule
 from mocosfl.privacy.decoder import Decoder
+from mocosfl.privacy.protocol import PROTOCOLS, AttackProtocol
 from mocosfl.privacy.taressfl import TAResSFL, init_from_checkpoint
 
 __all__ = [
+    "PROTOCOLS",
+    "AttackProtocol",
     "AttackResult",
     "AttackSettings",
     "Decoder",

@@ -4,7 +4,9 @@ The server holds the client-side model (the FedAvg model) and an auxiliary set o
 encodes the auxiliary images with the client, trains a :class:`Decoder` from latents back to
 images with MSE, keeps the decoder that is best on a held-out tenth of the auxiliary set, and
 reconstructs fixed target images it never saw from their latents alone. The scores are computed
-on [0, 1] pixels through torchmetrics; ``attack/mse`` is the headline (higher is more private).
+on [0, 1] pixels; ``attack/mse`` is the headline (higher is more private). How the decoder is
+validated and what it is scored against is the protocol's (:mod:`mocosfl.privacy.protocol`): the
+corrected one by default, ``protocol="paper"`` for the original's, logged as ``attack_paper/*``.
 
 ``run_attack`` is the one function behind the training callback, ``python -m mocosfl.attack`` and
 the notebook; ``select_attack_images`` picks its images from a run's data module, and
@@ -43,6 +45,15 @@ from mocosfl.data.datasets import load_image_set
 from mocosfl.data.transforms import normalize
 from mocosfl.errors import ConfigError
 from mocosfl.privacy.decoder import Decoder
+from mocosfl.privacy.protocol import (
+    AUX_POOLS,
+    DEFAULT_PROTOCOL,
+    get_protocol,
+    ground_truth,
+    target_views,
+    to_unit,
+    zero_padded_ssim,
+)
 from mocosfl.utils.plots import image_pair_grid
 
 _ENCODE_BATCH = 256  # images per forward pass when encoding or decoding whole sets
@@ -57,8 +68,10 @@ GRID_FILE, SUMMARY_FILE = "reconstructions.png", "attack.json"
 
 @dataclasses.dataclass(frozen=True)
 class AttackSettings:
-    """How the attacker trains its decoder. The defaults are the original's (reference §4.1):
-    Adam 1e-3, batch 32, 50 epochs, a 64-wide decoder with 4 residual blocks, 10% validation."""
+    """How the attacker trains its decoder and which protocol measures it. The defaults are the
+    original's (reference §4.1): Adam 1e-3, batch 32, 50 epochs, a 64-wide decoder with 4 residual
+    blocks, 10% validation; ``protocol`` names a :data:`~mocosfl.privacy.protocol.PROTOCOLS`
+    preset (``corrected`` or the original's ``paper``)."""
 
     epochs: int = 50
     steps: int | None = None  # a fixed number of decoder steps instead of ``epochs``
@@ -68,8 +81,10 @@ class AttackSettings:
     num_blocks: int = 4  # residual blocks at the latent's resolution
     val_fraction: float = 0.1  # share of the auxiliary set that selects the decoder
     seed: int = 0  # decoder initialisation, the train/val split and the batch order
+    protocol: str = DEFAULT_PROTOCOL
 
     def __post_init__(self) -> None:
+        get_protocol(self.protocol)  # an unknown name is a ConfigError now, not after training
         checks = [
             (self.epochs >= 1, f"attack epochs={self.epochs}; use at least 1"),
             (self.steps is None or self.steps >= 1, f"attack steps={self.steps}; use >= 1 or null"),
@@ -96,7 +111,9 @@ class AttackSettings:
 
 @dataclasses.dataclass
 class AttackResult:
-    """What one attack measured. Images are float [n, 3, S, S] on [0, 1], on the CPU."""
+    """What one attack measured. Images are float [n, 3, S, S] on [0, 1], on the CPU;
+    ``originals`` are what the reconstructions were scored against (under the paper's protocol
+    the faded JPEG copies of the targets: :func:`~mocosfl.privacy.protocol.target_views`)."""
 
     mse: float
     ssim: float
@@ -107,10 +124,18 @@ class AttackResult:
     best_step: int  # the step whose decoder was kept
     num_aux: int  # auxiliary images, training and validation parts together
     seconds: float  # wall time of the whole attack
+    protocol: str = DEFAULT_PROTOCOL  # the protocol that measured it
+
+    @property
+    def prefix(self) -> str:
+        """``attack`` (the corrected protocol) or ``attack_<protocol>``: the metrics' prefix."""
+        return get_protocol(self.protocol).prefix
 
     def metrics(self) -> dict[str, float]:
-        """The logged scalars: ``attack/mse``, ``attack/ssim``, ``attack/psnr``."""
-        return {"attack/mse": self.mse, "attack/ssim": self.ssim, "attack/psnr": self.psnr}
+        """The logged scalars: ``attack/mse``, ``attack/ssim``, ``attack/psnr`` (``attack_paper/*``
+        under the paper's protocol, so that the two are never mixed)."""
+        scores = {"mse": self.mse, "ssim": self.ssim, "psnr": self.psnr}
+        return {f"{self.prefix}/{name}": value for name, value in scores.items()}
 
     def grid(self, count: int = 16) -> torch.Tensor:
         """float [3, H, W] on [0, 1]: ``count`` originals in the top row, their
@@ -125,8 +150,9 @@ class AttackResult:
         n = self.originals.shape[0]
         k = n if count is None else max(1, min(count, n))
         title = (
-            f"model inversion: attack/mse {self.mse:.4f}   ssim {self.ssim:.3f}   "
-            f"psnr {self.psnr:.2f} dB   ({k} of {n} targets, {self.num_aux} auxiliary images)"
+            f"model inversion ({self.protocol} protocol): {self.prefix}/mse {self.mse:.4f}   "
+            f"ssim {self.ssim:.3f}   psnr {self.psnr:.2f} dB   ({k} of {n} targets, "
+            f"{self.num_aux} auxiliary images)"
         )
         return image_pair_grid(self.originals[:k], self.reconstructions[:k], title, per_row)
 
@@ -148,24 +174,22 @@ class AttackResult:
 
 
 def reconstruction_metrics(
-    reconstructions: torch.Tensor, originals: torch.Tensor
+    reconstructions: torch.Tensor, originals: torch.Tensor, zero_padded: bool = False
 ) -> dict[str, float]:
-    """MSE, SSIM (11x11 Gaussian window, sigma 1.5) and PSNR of [n, 3, S, S] images on [0, 1],
-    each the mean over images."""
+    """MSE, SSIM (11x11 Gaussian window, sigma 1.5; ``zero_padded``: the window sees zeros beyond
+    the border, as the original's, else torchmetrics' reflection) and PSNR of [n, 3, S, S] images
+    on [0, 1], each the mean over images."""
+    if zero_padded:
+        ssim = zero_padded_ssim(reconstructions, originals)
+    else:
+        ssim = structural_similarity_index_measure(reconstructions, originals, data_range=1.0)
     return {
         "mse": float(mean_squared_error(reconstructions, originals)),
-        "ssim": float(
-            structural_similarity_index_measure(reconstructions, originals, data_range=1.0)
-        ),
+        "ssim": float(ssim),
         "psnr": float(
             peak_signal_noise_ratio(reconstructions, originals, data_range=1.0, dim=(1, 2, 3))
         ),
     }
-
-
-def to_unit(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [n, 3, S, S] (or float already on [0, 1]) -> float32 on [0, 1]."""
-    return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
 
 
 @torch.no_grad()
@@ -218,6 +242,35 @@ class DecoderProgress:
             )
 
 
+def validation_scores(
+    decoder: Decoder,
+    latents: torch.Tensor,
+    pixels: torch.Tensor,
+    val_idx: torch.Tensor,
+    rule: str,
+    batch_size: int,
+    generator: torch.Generator,
+) -> Iterator[tuple[float, int]]:
+    """The decoder's validation MSEs on the images ``val_idx`` [m] of (latents, pixels), as
+    ``rule`` scores them; yields (MSE, images scored), and the decoder as it stands at each yield
+    is the candidate to keep.
+
+    ``"pass"``: eval mode, one MSE over all ``m`` images. ``"batch"`` (the original's): train mode,
+    so each batch is normalised by its own statistics and updates BatchNorm's running ones, one
+    MSE per batch of ``batch_size`` in a fresh random order."""
+    if rule == "pass":
+        decoder.eval()
+        predicted = _in_batches(decoder, latents[val_idx], latents.device)
+        yield float(F.mse_loss(predicted, pixels[val_idx])), val_idx.numel()
+        return
+    decoder.train()
+    order = torch.randperm(val_idx.numel(), generator=generator).to(val_idx.device)
+    for idx in val_idx[order].split(batch_size):
+        with torch.no_grad():  # not around the yield: the caller's grad mode stays its own
+            predicted = decoder(latents[idx])
+        yield float(F.mse_loss(predicted, pixels[idx])), idx.numel()
+
+
 def train_decoder(
     decoder: Decoder,
     latents: torch.Tensor,
@@ -228,9 +281,13 @@ def train_decoder(
     progress: bool = False,
 ) -> tuple[list[tuple[int, float]], int]:
     """Fit ``decoder`` on (latents [n, ...] -> pixels [n, 3, S, S]) with MSE, validating after
-    every pass over the training part; ``val`` [n] is True for the validation images. Leaves the
-    decoder with its best validation weights; returns the curve and the step they come from.
-    ``progress``: report every pass as :class:`DecoderProgress` does."""
+    every pass over the training part as the protocol says (:func:`validation_scores`); ``val``
+    [n] is True for the validation images. Leaves the decoder with the weights of its lowest
+    validation score (the state at that score: BatchNorm's running statistics included); returns
+    the curve, every (step, validation MSE) scored, and the step of the kept weights.
+    ``progress``: report every pass (its MSE over all validation images) as
+    :class:`DecoderProgress` does."""
+    rule = get_protocol(settings.protocol).validation
     train_idx, val_idx = (~val).nonzero().flatten(), val.nonzero().flatten()
     passes = math.ceil(train_idx.numel() / settings.batch_size)
     total = settings.steps or settings.epochs * passes
@@ -239,7 +296,7 @@ def train_decoder(
         header = (
             f"attack: training the decoder on {train_idx.numel()} auxiliary images "
             f"({val_idx.numel()} more to validate), {total} steps in batches of "
-            f"{settings.batch_size}"
+            f"{settings.batch_size}, {settings.protocol} protocol"
         )
         report = DecoderProgress(math.ceil(total / passes), header)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=settings.lr)
@@ -247,7 +304,7 @@ def train_decoder(
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     batches = _batches(train_idx.numel(), settings.batch_size, generator)
     # The epoch's summed training loss stays on the device: no synchronisation every step.
-    train_loss, train_steps = torch.zeros((), device=latents.device), 0
+    train_loss, train_steps, epoch = torch.zeros((), device=latents.device), 0, 0
     for step in range(1, total + 1):
         decoder.train()
         idx = train_idx[next(batches).to(train_idx.device)]
@@ -257,14 +314,18 @@ def train_decoder(
         optimizer.step()
         train_loss, train_steps = train_loss + loss.detach(), train_steps + 1
         if step % passes == 0 or step == total:
-            decoder.eval()
-            predicted = _in_batches(decoder, latents[val_idx], latents.device)
-            val_mse = float(F.mse_loss(predicted, pixels[val_idx]))
-            curve.append((step, val_mse))
-            if best is None or val_mse < best[0]:
-                best = (val_mse, step, copy.deepcopy(decoder.state_dict()))
+            scores = validation_scores(
+                decoder, latents, pixels, val_idx, rule, settings.batch_size, generator
+            )
+            squared_error = 0.0
+            for val_mse, count in scores:
+                curve.append((step, val_mse))
+                squared_error += val_mse * count
+                if best is None or val_mse < best[0]:
+                    best = (val_mse, step, copy.deepcopy(decoder.state_dict()))
+            epoch += 1
             if report is not None:
-                report(len(curve), float(train_loss) / train_steps, val_mse)
+                report(epoch, float(train_loss) / train_steps, squared_error / val_idx.numel())
             train_loss, train_steps = torch.zeros_like(train_loss), 0
     decoder.load_state_dict(best[2])
     decoder.eval()
@@ -285,11 +346,13 @@ def run_attack(
 
     ``client_model``: normalised images [B, 3, S, S] -> latents [B, C, h, h] (a copy is used, in
     eval mode); ``aux_images`` / ``target_images``: uint8 [n, 3, S, S] (or float on [0, 1]),
-    normalised with ``mean`` / ``std`` as the client's training data were. Deterministic given
-    ``settings.seed``; the caller's random number streams are left as they were. ``progress``:
-    report the decoder's training on stdout (:class:`DecoderProgress`).
+    normalised with ``mean`` / ``std`` as the client's training data were (the targets as
+    ``settings.protocol`` says: :func:`~mocosfl.privacy.protocol.target_views`). Deterministic
+    given ``settings.seed``; the caller's random number streams are left as they were.
+    ``progress``: report the decoder's training on stdout (:class:`DecoderProgress`).
     """
     settings = settings or AttackSettings()
+    protocol = get_protocol(settings.protocol)
     if aux_images.shape[0] < 2:
         raise ConfigError(
             f"the attack needs at least 2 auxiliary images (got {aux_images.shape[0]}); "
@@ -297,28 +360,31 @@ def run_attack(
         )
     device = torch.device(device)
     start = time.perf_counter()
+    target_inputs, originals = target_views(target_images, mean, std, protocol)
     with torch.random.fork_rng(devices=[]), torch.enable_grad():
         torch.manual_seed(settings.seed)
         generator = torch.Generator().manual_seed(settings.seed)
         client = copy.deepcopy(client_model).to(device).eval().requires_grad_(False)
-
-        def encode(images: torch.Tensor) -> torch.Tensor:
-            return _in_batches(client, normalize(images, mean, std), device)
-
-        latents = encode(aux_images)
+        latents = _in_batches(client, normalize(aux_images, mean, std), device)
         num_val = min(aux_images.shape[0] - 1, max(1, round(settings.val_fraction * len(latents))))
         val = torch.zeros(len(latents), dtype=torch.bool)
         val[torch.randperm(len(latents), generator=generator)[:num_val]] = True
         decoder = Decoder(
-            tuple(latents.shape[1:]), aux_images.shape[-1], settings.width, settings.num_blocks
+            tuple(latents.shape[1:]),
+            aux_images.shape[-1],
+            settings.width,
+            settings.num_blocks,
+            xavier=protocol.xavier_init,
         ).to(device)
-        pixels = to_unit(aux_images).to(device)
+        pixels = ground_truth(to_unit(aux_images), protocol).to(device)
         curve, best_step = train_decoder(
             decoder, latents, pixels, val.to(device), settings, generator, progress
         )
-        reconstructions = _in_batches(decoder, encode(target_images), device).cpu()
-    originals = to_unit(target_images).cpu()
-    scores = reconstruction_metrics(reconstructions, originals)
+        reconstructions = _in_batches(
+            decoder, _in_batches(client, target_inputs, device), device
+        ).cpu()
+    originals = originals.cpu()
+    scores = reconstruction_metrics(reconstructions, originals, protocol.zero_padded_ssim)
     return AttackResult(
         **scores,
         originals=originals,
@@ -327,6 +393,7 @@ def run_attack(
         best_step=best_step,
         num_aux=int(aux_images.shape[0]),
         seconds=time.perf_counter() - start,
+        protocol=protocol.name,
     )
 
 
@@ -343,17 +410,22 @@ def select_attack_images(
     seed: int = 0,
     aux_classes: Sequence[int] | None = None,
     aux_data: Mapping[str, Any] | None = None,
+    aux_pool: str = "train",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(auxiliary uint8 [a, 3, S, S], target uint8 [num_targets, 3, S, S]) for an attack on the
     run of ``datamodule`` (set up).
 
     Targets: ``num_targets`` test images, fixed by ``seed``. Auxiliary images: a seeded
-    ``aux_fraction`` of the run's training images (the test split never), or of the training
-    split of another data set (``aux_data``: ``load_image_set`` arguments such as ``name`` and
-    ``root``), optionally only the classes ``aux_classes``.
+    ``aux_fraction`` of the run's training images (the test split never; ``aux_pool="train+val"``:
+    of its training and validation splits together, the whole training set as the original,
+    which holds out no validation split, draws from), or of the training split of another data
+    set (``aux_data``: ``load_image_set`` arguments such as ``name`` and ``root``), optionally only
+    the classes ``aux_classes``.
     """
     if not 0 < aux_fraction <= 1:
         raise ConfigError(f"attack aux_fraction={aux_fraction}; use a value in (0, 1]")
+    if aux_pool not in AUX_POOLS:
+        raise ConfigError(f"attack aux_pool={aux_pool!r}; use one of {', '.join(AUX_POOLS)}")
     test, _ = datamodule.split_images("test")
     if not 1 <= num_targets <= test.shape[0]:
         raise ConfigError(
@@ -366,7 +438,8 @@ def select_attack_images(
         )
         images, labels = aux_set.images, aux_set.labels
     else:
-        images, labels = datamodule.split_images("train")
+        splits = [datamodule.split_images(s) for s in aux_pool.split("+")]
+        images, labels = (torch.cat(parts) for parts in zip(*splits))
     pool = np.arange(images.shape[0])
     if aux_classes is not None:
         pool = pool[np.isin(labels.numpy(), list(aux_classes))]
@@ -404,13 +477,15 @@ def attack_checkpoint(
     progress: bool = False,
 ) -> AttackResult:
     """The attack on a training checkpoint's FedAvg client model, with the images of
-    :func:`select_attack_images` from the run's own data (``data_overrides``: e.g. ``root``)."""
+    :func:`select_attack_images` from the run's own data (``data_overrides``: e.g. ``root``),
+    drawn and measured as ``settings.protocol`` says."""
     settings = settings or AttackSettings()
     module = load_module(ckpt_path)
     datamodule = load_datamodule(ckpt_path, **dict(data_overrides or {}))
     datamodule.setup()
+    aux_pool = get_protocol(settings.protocol).aux_pool
     aux, targets = select_attack_images(
-        datamodule, aux_fraction, num_targets, settings.seed, aux_classes, aux_data
+        datamodule, aux_fraction, num_targets, settings.seed, aux_classes, aux_data, aux_pool
     )
     client = module.bank.averaged_client()
     stats = (datamodule.mean, datamodule.std)
