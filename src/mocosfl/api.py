@@ -10,9 +10,10 @@ checkpoint alone rebuilds the model and the data split::
 
 Two kinds of checkpoint: ``last.ckpt`` / ``step_NNNNNNN.ckpt`` hold the full training state
 (every client, optimizer, queue, RNG state: what a resume needs); ``final.ckpt`` holds what
-evaluation needs (the model after the final FedAvg, the run config and the partition) and is
-small. Both hold tensors and plain Python values only, and are loaded with
-``torch.load(weights_only=True)``: a file with pickled objects (which could run code) is refused.
+evaluation needs (the model after the final FedAvg, the run config, the partition and the
+normalisation statistics) and is small. Both hold tensors and plain Python values only, and are
+loaded with ``torch.load(weights_only=True)``: a file with pickled objects (which could run code)
+is refused.
 """
 
 import pickle
@@ -56,7 +57,8 @@ def load_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
 
 def final_checkpoint(module: MocoSFL, partition: dict[str, torch.Tensor], global_step: int) -> dict:
     """The content of ``final.ckpt``: the FedAvg client model, the server and the head, the run
-    config and the partition."""
+    config and, as ``partition``, the data module's ``state_dict()`` (the partition and the
+    normalisation statistics)."""
     return {
         "format": FINAL_FORMAT,
         "run_config": module.run_config,
@@ -96,7 +98,8 @@ def load_module(ckpt_path: str | Path) -> MocoSFL:
 
 
 def load_encoder(ckpt_path: str | Path, feature: str = "backbone") -> nn.Module:
-    """Frozen, eval-mode encoder: normalised images [B, 3, H, W] -> features [B, D].
+    """Frozen, eval-mode encoder: normalised images [B, 3, H, W] -> features [B, D], normalised
+    with the run's statistics (``load_datamodule(ckpt_path).mean`` / ``.std``).
 
     The FedAvg client model followed by the server; ``feature="backbone"`` ends at the pooled
     backbone feature (D = ``model.feature_dim``, 512 for ResNet-18), ``"head"`` adds the
@@ -106,14 +109,26 @@ def load_encoder(ckpt_path: str | Path, feature: str = "backbone") -> nn.Module:
 
 
 def load_datamodule(ckpt_path: str | Path, **overrides: Any) -> FederatedDataModule:
-    """The run's data module (same data set, validation split and client partition), not yet
-    set up. ``overrides`` replace ``data.*`` settings that do not change the split, e.g.
-    ``root`` (the data moved), ``num_workers`` or ``eval_batch_size``."""
-    data = dict(load_checkpoint(ckpt_path)["run_config"]["data"])
+    """The run's data module (same data set, validation split, client partition and
+    normalisation statistics: those stored in the checkpoint), not yet set up. ``overrides``
+    replace ``data.*`` settings that do not change the split, e.g. ``root`` (the data moved),
+    ``num_workers`` or ``eval_batch_size``."""
+    ckpt = load_checkpoint(ckpt_path)
+    data = dict(ckpt["run_config"]["data"])
     unknown = sorted(set(overrides) - set(data))
     if unknown:
         raise ConfigError(
             f"unknown data setting(s) {', '.join(unknown)}; "
             f"the run's are: {', '.join(sorted(data))}"
         )
-    return hydra.utils.instantiate({**data, **overrides})
+    if "stats" in overrides:
+        raise ConfigError(
+            "data.stats cannot be overridden: a checkpoint is evaluated with the normalisation "
+            "statistics it was trained with"
+        )
+    datamodule = hydra.utils.instantiate({**data, **overrides})
+    # final.ckpt keeps the data state under "partition", a training checkpoint under the data
+    # module's class name (Lightning's key)
+    state = ckpt.get("partition", ckpt.get(type(datamodule).__qualname__, {}))
+    datamodule.use_saved_stats(state)
+    return datamodule

@@ -30,9 +30,18 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import ConfigError
-from .datasets import DATASET_NAMES, DATASET_STATS, ImageSet, load_image_set
+from .datasets import (
+    DATASET_NAMES,
+    DEFAULT_STATS,
+    NAMED_STATS,
+    STATS_CHOICES,
+    ImageSet,
+    Stats,
+    load_image_set,
+    pixel_stats,
+)
 from .partition import PARTITION_KINDS, label_counts, make_partition
-from .transforms import MoCoV2Augmentation, normalize
+from .transforms import BLUR_KINDS, MoCoV2Augmentation, normalize
 
 __all__ = [
     "FederatedDataModule",
@@ -300,6 +309,13 @@ class FederatedDataModule(L.LightningDataModule):
     resumed mid-epoch gets exactly the batches it would have got. ``eval_dataloader(split)``
     yields normalised, unaugmented ``(images, labels)`` of ``train`` (the images actually used for
     training), ``val`` or ``test``, in a fixed order.
+
+    ``stats`` names the normalisation statistics: one of :data:`NAMED_STATS`, or ``computed``
+    (:func:`pixel_stats` of the whole training split, in ``setup()``); None takes the data set's
+    own (:data:`DEFAULT_STATS`). ``mean`` / ``std`` hold the values in use (None before
+    ``setup()`` when computed); :meth:`state_dict` stores them, so that a checkpoint is evaluated
+    with the values it was trained with (:meth:`use_saved_stats`). ``blur`` is the augmentation's
+    blur strength (one of :data:`BLUR_KINDS`, see :class:`MoCoV2Augmentation`).
     """
 
     def __init__(
@@ -323,6 +339,8 @@ class FederatedDataModule(L.LightningDataModule):
         num_workers: int = 2,
         eval_batch_size: int = 256,
         synthetic: dict | None = None,
+        blur: str = "kernel10",
+        stats: str | None = None,
     ) -> None:
         super().__init__()
         self.name = str(name).lower()
@@ -343,13 +361,16 @@ class FederatedDataModule(L.LightningDataModule):
         self.num_workers = int(num_workers)
         self.eval_batch_size = int(eval_batch_size)
         self.synthetic = dict(synthetic) if synthetic else None
-        self.mean, self.std = DATASET_STATS.get(self.name, next(iter(DATASET_STATS.values())))
+        self.blur = str(blur).lower()
+        default_stats = DEFAULT_STATS.get(self.name, "computed")
+        self.stats = str(default_stats if stats is None else stats).lower()
+        # None until setup() for computed statistics
+        self.mean, self.std = NAMED_STATS.get(self.stats, (None, None))
         self.train_set: ImageSet | None = None
         self.test_set: ImageSet | None = None
         self.train_indices: np.ndarray | None = None
         self.val_indices: np.ndarray | None = None
         self.client_parts: list[np.ndarray] | None = None
-        self.augmentation = MoCoV2Augmentation(self.image_size, self.mean, self.std)
 
     # -- checks -----------------------------------------------------------------------------
     def split_sizes(self, n: int) -> tuple[int, int]:
@@ -373,6 +394,16 @@ class FederatedDataModule(L.LightningDataModule):
             )
         if self.pool not in POOL_MODES:
             raise ConfigError(f"unknown sfl.pool={self.pool!r}; use 'round' or 'step'")
+        if self.blur not in BLUR_KINDS:
+            raise ConfigError(
+                f"unknown data.blur={self.blur!r}; use kernel10 (a Gaussian of 0.1 x image size "
+                "taps) or pil (the strength of PIL's GaussianBlur, as in the original)"
+            )
+        if self.stats not in STATS_CHOICES:
+            raise ConfigError(
+                f"unknown data.stats={self.stats!r}; use {', '.join(NAMED_STATS)} (their fixed "
+                "values) or computed (from the training split)"
+            )
         checks = [
             (self.num_clients >= 1, f"sfl.num_clients={self.num_clients}; use at least 1"),
             (
@@ -481,6 +512,8 @@ class FederatedDataModule(L.LightningDataModule):
                 "sfl.sync_every=0: the pool is redrawn every step and FedAvg never runs",
                 stacklevel=2,
             )
+        if self.mean is None:  # data.stats=computed, and no checkpoint's values (use_saved_stats)
+            self.mean, self.std = pixel_stats(train.images)
         self.train_set, self.test_set = train, test
         self.train_indices, self.val_indices = train_idx, val_idx
         self.client_parts = parts
@@ -499,8 +532,15 @@ class FederatedDataModule(L.LightningDataModule):
             sync_every=self.sync_every,
             pool=self.pool,
             seed=self.seed,
-            augmentation=self.augmentation,
+            augmentation=self.make_augmentation(self.mean, self.std),
         )
+
+    def make_augmentation(
+        self, mean: tuple[float, ...], std: tuple[float, ...]
+    ) -> MoCoV2Augmentation:
+        """The MoCo v2 augmentation of this data (``image_size``, ``blur``), normalising with
+        ``mean`` / ``std``."""
+        return MoCoV2Augmentation(self.image_size, mean, std, blur=self.blur)
 
     # -- sizes ------------------------------------------------------------------------------
     @property
@@ -561,11 +601,31 @@ class FederatedDataModule(L.LightningDataModule):
         }
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The partition, stored in every checkpoint (as tensors: loads with weights_only)."""
-        return {k: torch.from_numpy(v) for k, v in self.partition_state().items()}
+        """The partition and the normalisation statistics in use (``mean``, ``std``: float64
+        ``[3]``), stored in every checkpoint (as tensors: loads with weights_only)."""
+        state = {k: torch.from_numpy(v) for k, v in self.partition_state().items()}
+        stats = {"mean": self.mean, "std": self.std}
+        return {**state, **{k: torch.tensor(v, dtype=torch.float64) for k, v in stats.items()}}
+
+    @staticmethod
+    def saved_stats(state_dict: dict[str, torch.Tensor]) -> Stats:
+        """The ``(mean, std)`` a :meth:`state_dict` holds. A checkpoint written before they were
+        stored normalised every data set with CIFAR-10's (then the only statistics)."""
+        if "mean" not in state_dict:
+            return NAMED_STATS["cifar10"]
+        return tuple(state_dict["mean"].tolist()), tuple(state_dict["std"].tolist())
+
+    def use_saved_stats(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Normalise with the statistics of a checkpoint's data state (:meth:`saved_stats`)
+        instead of those ``stats`` gives, so that evaluation and the attack see the images as
+        training did. Before ``setup()``, which builds the augmentation with them."""
+        if self.client_parts is not None:
+            raise RuntimeError("call use_saved_stats() before setup()")
+        self.mean, self.std = self.saved_stats(state_dict)
 
     def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """Refuse to resume on a partition other than the checkpoint's (other data or seed)."""
+        """Refuse to resume on a partition or normalisation statistics other than the
+        checkpoint's (other data, seed or data.stats)."""
         for key, value in self.partition_state().items():
             saved = state_dict.get(key)
             if saved is None or not np.array_equal(saved.numpy(), value):
@@ -573,6 +633,14 @@ class FederatedDataModule(L.LightningDataModule):
                     f"the checkpoint's data partition ({key}) differs from the one rebuilt from "
                     "this config: resume with the run's own data, seed and sfl/data settings"
                 )
+        saved = self.saved_stats(state_dict)
+        if saved != (self.mean, self.std):
+            shown = [tuple(round(v, 4) for v in part) for part in (*saved, self.mean, self.std)]
+            raise ConfigError(
+                f"the checkpoint was trained with normalisation statistics mean={shown[0]} "
+                f"std={shown[1]}, this config gives mean={shown[2]} std={shown[3]}: resume with "
+                "the run's data.stats (data.stats=cifar10 for a checkpoint from before data.stats)"
+            )
 
     # -- pools --------------------------------------------------------------------------------
     def pool_for_step(self, t: int) -> np.ndarray:

@@ -32,8 +32,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from mocosfl.data.datamodule import POOL_MODES
-from mocosfl.data.datasets import DATASET_NAMES
+from mocosfl.data.datasets import DATASET_NAMES, STATS_CHOICES
 from mocosfl.data.partition import PARTITION_KINDS
+from mocosfl.data.transforms import BLUR_KINDS
 from mocosfl.errors import ConfigError
 from mocosfl.evaluation.linear import HEADS, SCHEDULES
 from mocosfl.models.layers import INITS, NORMS, STEMS
@@ -394,6 +395,8 @@ RULES: list[tuple[str, Kind, Bound, str]] = [
     ("data.classes_per_client", INT, ge(1), "shards (classes) per client"),
     ("data.dirichlet_alpha", NUMBER, gt(0), "Dirichlet concentration"),
     ("data.num_workers", INT, ge(0), "DataLoader workers"),
+    ("data.blur", STR, one_of(*BLUR_KINDS), "blur strength (pil: the original's)"),
+    ("data.stats", STR, one_of(*STATS_CHOICES), "normalisation statistics"),
     ("data.eval_batch_size", INT, ge(1), "evaluation batch"),
     ("data.synthetic.num_classes", INT, ge(2), "synthetic classes"),
     ("data.synthetic.train_size", INT, ge(1), "synthetic training images"),
