@@ -51,7 +51,7 @@ def problems(compose_train, *overrides: str) -> str:
         ("sfl.clients_per_step=0", "sfl.clients_per_step=0 must be >= 1"),
         ("sfl.num_clients=0", "sfl.num_clients=0 must be >= 1"),
         ("sfl.legacy_client_period=0", "sfl.legacy_client_period=0 must be >= 1"),
-        ("sfl.pool=epoch", "sfl.pool='epoch' must be one of round, step"),
+        ("sfl.pool=never", "sfl.pool='never' must be one of round, step, epoch"),
         ("sfl.symmetric=maybe", "sfl.symmetric='maybe' must be true, legacy or off"),
         ("sfl.sync_momentum=yes", "sfl.sync_momentum='yes' must be true or false"),
         ("sfl.server_schedule=linear", "sfl.server_schedule='linear' must be one of"),

@@ -1,12 +1,15 @@
 """FederatedDataModule: one federated batch (all of a step's clients) per training step.
 
-Units (decisions.md): a *step* is one server update, a *round* is ``sync_every`` steps with one
-pool of ``clients_per_step`` clients, an *epoch* is ``ceil(train images / server batch)`` steps.
+Units (decisions.md): a *step* is one server update, a *round* is the steps between two FedAvg
+events (``sync_every``), a *code epoch* is the original's epoch, one pass over client 0's images
+(:func:`steps_per_pass`), an *epoch* is ``ceil(train images / server batch)`` steps.
 
 The batch of step ``t`` is a pure function of ``(seed, t)``:
 
-* pool: round ``r = t // sync_every`` (``r = t`` with ``pool="step"`` or ``sync_every=0``),
-  ``np.random.default_rng([seed, r, 17]).choice(num_clients, P, replace=False)``, sorted;
+* pool: its index ``k`` is :meth:`PoolSchedule.pool_index` of ``t`` (the round ``t // sync_every``
+  with ``pool="round"``, the step ``t`` with ``pool="step"`` or ``sync_every=0``, the code epoch
+  with ``pool="epoch"``), the pool
+  ``np.random.default_rng([seed, k, 17]).choice(num_clients, P, replace=False)``, sorted;
 * client ``c`` reads its partition as an endless stream of shuffled passes, pass ``j`` being the
   permutation ``default_rng([seed, c, j, 29]).permutation(n_c)``; at step ``t`` it reads ``b``
   consecutive stream positions from ``b * (steps before t in which c was in the pool)``; a client
@@ -23,6 +26,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
@@ -46,23 +50,72 @@ from .transforms import BLUR_KINDS, MoCoV2Augmentation, normalize
 __all__ = [
     "FederatedDataModule",
     "FederatedStepDataset",
+    "PoolSchedule",
     "StepSampler",
     "EvalImages",
     "eval_loader",
     "pool_for_round",
     "step_seed",
+    "steps_per_pass",
 ]
 
-POOL_MODES = ("round", "step")
-_CHECKPOINT_EVERY = 1024  # rounds between cached participation-count snapshots
+POOL_MODES = ("round", "step", "epoch")
+_CHECKPOINT_EVERY = 1024  # pools between cached participation-count snapshots
 
 
 def pool_for_round(seed: int, r: int, num_clients: int, clients_per_step: int) -> np.ndarray:
-    """The sorted client ids of round (or step) ``r``."""
+    """The sorted client ids of pool ``r`` (a round, a step or a code epoch: see
+    :meth:`PoolSchedule.pool_index`)."""
     if clients_per_step >= num_clients:
         return np.arange(num_clients, dtype=np.int64)
     rng = np.random.default_rng([int(seed), int(r), 17])
     return np.sort(rng.choice(num_clients, clients_per_step, replace=False)).astype(np.int64)
+
+
+def steps_per_pass(client_images: int, client_batch_size: int) -> int:
+    """Steps of one pass over ``client_images`` images in batches of ``client_batch_size``, the
+    last one short: ``len()`` of a DataLoader without drop_last. Of client 0's images this is the
+    original's epoch, the length of its client 0's loader (docs/differences.md, "client pools")."""
+    return -(-int(client_images) // int(client_batch_size))
+
+
+@dataclass(frozen=True)
+class PoolSchedule:
+    """Which steps share a pool and after which FedAvg runs, as functions of the step alone.
+
+    ``mode="round"``: a pool per round of ``sync_every`` steps (per step with ``sync_every=0``).
+    ``mode="step"``: a new pool every step, FedAvg every ``sync_every`` steps.
+    ``mode="epoch"``: the original's loop (docs/differences.md, "client pools"): a pool per code
+    epoch of ``epoch_steps`` steps, FedAvg after every ``sync_every``-th step of the epoch and
+    after its last one, so that no round spans two pools; 125 steps at ``sync_every=12`` are 10
+    rounds of 12 and one of 5, as the original's ``avg_freq=10`` (``125 // 10 = 12``) gives.
+    ``sync_every=0``: no FedAvg.
+    """
+
+    mode: str
+    sync_every: int
+    epoch_steps: int = 1
+
+    @property
+    def steps_per_pool(self) -> int:
+        if self.mode == "epoch":
+            return self.epoch_steps
+        if self.mode == "round" and self.sync_every > 0:
+            return self.sync_every
+        return 1
+
+    def pool_index(self, t: int) -> int:
+        """Index of the pool of step ``t``: its round, step or code epoch."""
+        return int(t) // self.steps_per_pool
+
+    def ends_round(self, t: int) -> bool:
+        """Whether FedAvg follows step ``t``."""
+        if self.sync_every == 0:
+            return False
+        if self.mode == "epoch":
+            place = int(t) % self.epoch_steps
+            return (place + 1) % self.sync_every == 0 or place == self.epoch_steps - 1
+        return (int(t) + 1) % self.sync_every == 0
 
 
 def step_seed(seed: int, t: int) -> int:
@@ -82,6 +135,9 @@ class FederatedStepDataset(Dataset):
     contiguous ``P / world`` clients of the pool: ``query``, ``key`` and ``client_ids`` are
     sliced, ``pool`` stays whole. The whole batch is drawn and augmented first, so no image or
     augmentation depends on the rank.
+
+    ``schedule`` (:class:`PoolSchedule`) says which steps share a pool; with ``pool="epoch"`` a
+    code epoch is ``code_epoch_steps`` steps, by default one pass over client 0's images.
     """
 
     def __init__(
@@ -95,6 +151,7 @@ class FederatedStepDataset(Dataset):
         pool: str,
         seed: int,
         augmentation: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+        code_epoch_steps: int | None = None,
     ) -> None:
         self.images = images
         self.parts = parts
@@ -102,67 +159,62 @@ class FederatedStepDataset(Dataset):
         self.num_clients = len(parts)
         self.clients_per_step = int(clients_per_step)
         self.client_batch_size = int(client_batch_size)
-        self.sync_every = int(sync_every)
-        self.pool_mode = pool
+        epoch_steps = code_epoch_steps
+        if epoch_steps is None:
+            epoch_steps = steps_per_pass(self.sizes[0], self.client_batch_size)
+        self.schedule = PoolSchedule(str(pool), int(sync_every), int(epoch_steps))
         self.seed = int(seed)
         self.augmentation = augmentation
         self.shard = (0, 1)
         self._reset_cache()
 
     # -- pools and participation counts ----------------------------------------------------
-    @property
-    def steps_per_round(self) -> int:
-        """Steps that share one pool: ``sync_every`` in round mode, else 1."""
-        return self.sync_every if (self.pool_mode == "round" and self.sync_every > 0) else 1
-
-    def round_of(self, t: int) -> int:
-        return int(t) // self.steps_per_round
-
-    def pool_of_round(self, r: int) -> np.ndarray:
-        return pool_for_round(self.seed, r, self.num_clients, self.clients_per_step)
+    def pool_of(self, k: int) -> np.ndarray:
+        """The sorted client ids of pool ``k`` (:meth:`PoolSchedule.pool_index`)."""
+        return pool_for_round(self.seed, k, self.num_clients, self.clients_per_step)
 
     def pool_for_step(self, t: int) -> np.ndarray:
-        return self.pool_of_round(self.round_of(t))
+        return self.pool_of(self.schedule.pool_index(t))
 
     def _reset_cache(self) -> None:
-        self._round = 0  # self._counts = rounds before self._round in which each client played
+        self._pool = 0  # self._counts = pools before self._pool in which each client played
         self._counts = np.zeros(self.num_clients, dtype=np.int64)
         self._checkpoints: dict[int, np.ndarray] = {0: self._counts.copy()}
         self._pass_cache: dict[int, tuple[int, np.ndarray]] = {}
 
-    def rounds_played_before(self, r: int) -> np.ndarray:
-        """``[num_clients]`` number of rounds before round ``r`` in which each client played.
+    def pools_played_before(self, k: int) -> np.ndarray:
+        """``[num_clients]`` number of pools before pool ``k`` in which each client played.
 
         Cached: moving forward extends the running count; moving backward restarts from the last
-        snapshot (kept every 1024 rounds) at or before ``r``.
+        snapshot (kept every 1024 pools) at or before ``k``.
         """
-        r = int(r)
-        if r < 0:
-            raise ValueError(f"negative round {r}")
+        k = int(k)
+        if k < 0:
+            raise ValueError(f"negative pool index {k}")
         if self.clients_per_step >= self.num_clients:
-            return np.full(self.num_clients, r, dtype=np.int64)
-        if r < self._round:
-            base = max(k for k in self._checkpoints if k <= r)
-            self._round, self._counts = base, self._checkpoints[base].copy()
-        while self._round < r:
-            self._counts[self.pool_of_round(self._round)] += 1
-            self._round += 1
-            if self._round % _CHECKPOINT_EVERY == 0:
-                self._checkpoints[self._round] = self._counts.copy()
+            return np.full(self.num_clients, k, dtype=np.int64)
+        if k < self._pool:
+            base = max(i for i in self._checkpoints if i <= k)
+            self._pool, self._counts = base, self._checkpoints[base].copy()
+        while self._pool < k:
+            self._counts[self.pool_of(self._pool)] += 1
+            self._pool += 1
+            if self._pool % _CHECKPOINT_EVERY == 0:
+                self._checkpoints[self._pool] = self._counts.copy()
         return self._counts.copy()
 
     def warm_up(self, t: int) -> None:
         """Bring the participation-count cache up to step ``t`` (cheap if already there)."""
-        self.rounds_played_before(self.round_of(t))
+        self.pools_played_before(self.schedule.pool_index(t))
 
     def stream_positions(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """Pool of step ``t`` and each pool member's stream position (in images) at step ``t``."""
         t = int(t)
-        spr = self.steps_per_round
-        r = t // spr
-        pool = self.pool_of_round(r)
-        played = self.rounds_played_before(r)[pool]
-        steps_before = played * spr + (t - r * spr)  # all of this round's earlier steps
+        length = self.schedule.steps_per_pool  # every pool plays all of its steps
+        k = t // length
+        pool = self.pool_of(k)
+        played = self.pools_played_before(k)[pool]
+        steps_before = played * length + (t - k * length)  # with this pool's earlier steps
         return pool, steps_before * self.client_batch_size
 
     def _pass_permutation(self, c: int, j: int) -> np.ndarray:
@@ -303,6 +355,7 @@ class FederatedDataModule(L.LightningDataModule):
     ``max_train_images`` of the rest if set; and partitions what remains among ``num_clients``
     (:func:`make_partition` with ``partition``, ``classes_per_client``, ``dirichlet_alpha`` and
     ``seed``). Every user-fixable problem raises :class:`ConfigError` there, before training.
+    ``pool`` and ``code_epoch_steps`` decide which steps share a pool (:attr:`pool_schedule`).
 
     ``train_dataloader()`` yields the dicts of :class:`FederatedStepDataset` through a
     :class:`StepSampler` that starts at ``trainer.global_step`` (0 when not attached), so a run
@@ -335,6 +388,7 @@ class FederatedDataModule(L.LightningDataModule):
         client_batch_size: int = 20,
         sync_every: int = 50,
         pool: str = "round",
+        code_epoch_steps: int | None = None,
         seed: int = 1234,
         num_workers: int = 2,
         eval_batch_size: int = 256,
@@ -357,6 +411,7 @@ class FederatedDataModule(L.LightningDataModule):
         self.client_batch_size = int(client_batch_size)
         self.sync_every = int(sync_every)
         self.pool = str(pool).lower()
+        self._code_epoch_steps = None if code_epoch_steps is None else int(code_epoch_steps)
         self.seed = int(seed)
         self.num_workers = int(num_workers)
         self.eval_batch_size = int(eval_batch_size)
@@ -393,7 +448,7 @@ class FederatedDataModule(L.LightningDataModule):
                 f"{', '.join(PARTITION_KINDS)}"
             )
         if self.pool not in POOL_MODES:
-            raise ConfigError(f"unknown sfl.pool={self.pool!r}; use 'round' or 'step'")
+            raise ConfigError(f"unknown sfl.pool={self.pool!r}; use {', '.join(POOL_MODES)}")
         if self.blur not in BLUR_KINDS:
             raise ConfigError(
                 f"unknown data.blur={self.blur!r}; use kernel10 (a Gaussian of 0.1 x image size "
@@ -424,6 +479,11 @@ class FederatedDataModule(L.LightningDataModule):
                 self.sync_every >= 0,
                 f"sfl.sync_every={self.sync_every}; use 0 (no FedAvg) or a positive "
                 "number of steps",
+            ),
+            (
+                self._code_epoch_steps is None or self._code_epoch_steps >= 1,
+                f"data.code_epoch_steps={self._code_epoch_steps}; use at least 1, or null for "
+                "one pass over client 0's images",
             ),
             (self.val_images >= 0, f"data.val_images={self.val_images}; use 0 or more"),
             (
@@ -508,8 +568,9 @@ class FederatedDataModule(L.LightningDataModule):
                 "sfl.num_clients or change the partition settings"
             )
         if self.sync_every == 0:
+            redrawn = "every step" if self.pool != "epoch" else "every code epoch"
             warnings.warn(
-                "sfl.sync_every=0: the pool is redrawn every step and FedAvg never runs",
+                f"sfl.sync_every=0: the pool is redrawn {redrawn} and FedAvg never runs",
                 stacklevel=2,
             )
         if self.mean is None:  # data.stats=computed, and no checkpoint's values (use_saved_stats)
@@ -531,6 +592,7 @@ class FederatedDataModule(L.LightningDataModule):
             client_batch_size=self.client_batch_size,
             sync_every=self.sync_every,
             pool=self.pool,
+            code_epoch_steps=self.code_epoch_steps,
             seed=self.seed,
             augmentation=self.make_augmentation(self.mean, self.std),
         )
@@ -572,9 +634,20 @@ class FederatedDataModule(L.LightningDataModule):
         return math.ceil(self.num_train_images / self.server_batch_size)
 
     @property
-    def steps_per_round(self) -> int:
-        """Steps that share one pool (``sync_every`` in round mode, else 1)."""
-        return self.sync_every if (self.pool == "round" and self.sync_every > 0) else 1
+    def code_epoch_steps(self) -> int:
+        """The original's epoch, the length of its client 0's loader: steps of one pass over
+        client 0's images, or ``code_epoch_steps`` when given (docs/differences.md, "client
+        pools"). With clients of unequal sizes (non-IID) the others read more or less than one
+        pass of theirs in it, as in the original; their streams run on across code epochs."""
+        if self._code_epoch_steps is not None:
+            return self._code_epoch_steps
+        self._require_setup()
+        return steps_per_pass(self.client_parts[0].shape[0], self.client_batch_size)
+
+    @property
+    def pool_schedule(self) -> PoolSchedule:
+        """Which steps share a pool and after which FedAvg runs (the FedAvg callback reads it)."""
+        return PoolSchedule(self.pool, self.sync_every, self.code_epoch_steps)
 
     @property
     def client_sizes(self) -> np.ndarray:
@@ -645,8 +718,8 @@ class FederatedDataModule(L.LightningDataModule):
     # -- pools --------------------------------------------------------------------------------
     def pool_for_step(self, t: int) -> np.ndarray:
         """Sorted client ids of step ``t``."""
-        r = int(t) // self.steps_per_round
-        return pool_for_round(self.seed, r, self.num_clients, self.clients_per_step)
+        k = self.pool_schedule.pool_index(t)
+        return pool_for_round(self.seed, k, self.num_clients, self.clients_per_step)
 
     # -- split access -------------------------------------------------------------------------
     def split_indices(self, split: str) -> np.ndarray:

@@ -19,7 +19,6 @@ from torch.utils.data import Dataset
 
 from mocosfl.data.datamodule import FederatedDataModule, FederatedStepDataset
 from mocosfl.data.datasets import DATASET_STATS, ImageSet, load_image_set
-from mocosfl.data.transforms import MoCoV2Augmentation
 from mocosfl.errors import ConfigError
 
 Stats = tuple[Sequence[float], Sequence[float]]  # (mean, std) per channel
@@ -188,7 +187,7 @@ class ExpertDataModule(FederatedDataModule):
                     sync_every=self.sync_every,
                     pool=self.pool,
                     seed=seed,
-                    augmentation=MoCoV2Augmentation(self.image_size, mean, std),
+                    augmentation=self.make_augmentation(mean, std),
                 )
             )
             stats.append((mean, std))

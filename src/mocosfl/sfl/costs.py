@@ -129,30 +129,52 @@ class StepPlan:
     clients_per_step: int  # the pool
     client_batch_size: int  # images per client per step
     sync_every: int  # steps in a round, each ending in FedAvg; 0 = no FedAvg
-    pool: str = "round"  # round: one pool per round; step: a new pool every step
+    # round: one pool per round; step: a new pool every step; epoch: one per code epoch of
+    # code_epoch_steps steps, whose last step ends a round too (None: not known, so rounds of
+    # sync_every only; the sfl config alone does not know it)
+    pool: str = "round"
+    code_epoch_steps: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Any) -> StepPlan:
-        """From anything with these attributes: the ``sfl`` config, the data module."""
-        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
+        """From anything with these attributes (``code_epoch_steps`` may be missing): the ``sfl``
+        config, the data module."""
+        fields = cls.__dataclass_fields__
+        return cls(**{name: getattr(settings, name) for name in fields if hasattr(settings, name)})
 
     def images_per_client(self, steps: float) -> float:
         """Images an average client encodes in ``steps`` steps."""
         return steps * self.clients_per_step * self.client_batch_size / self.num_clients
 
+    @property
+    def _epoch_rounds(self) -> bool:
+        """Whether code epochs end rounds too (a short one when not a multiple of sync_every)."""
+        return self.pool == "epoch" and self.code_epoch_steps is not None
+
     def syncs_per_epoch(self, steps_per_epoch: int) -> float:
         """FedAvg rounds an epoch holds on average (rounds need not align with epochs)."""
-        return steps_per_epoch / self.sync_every if self.sync_every else 0.0
+        if not self.sync_every:
+            return 0.0
+        if self._epoch_rounds:
+            per_code_epoch = math.ceil(self.code_epoch_steps / self.sync_every)
+            return steps_per_epoch * per_code_epoch / self.code_epoch_steps
+        return steps_per_epoch / self.sync_every
 
     def syncs_in_run(self, total_steps: int) -> int:
         """FedAvg rounds of a whole run: every round, the last one cut short by the end of
         training included (FedAvgCallback also syncs at the end)."""
-        return math.ceil(total_steps / self.sync_every) if self.sync_every else 0
+        if not self.sync_every:
+            return 0
+        if self._epoch_rounds:
+            epochs, rest = divmod(total_steps, self.code_epoch_steps)
+            per_code_epoch = math.ceil(self.code_epoch_steps / self.sync_every)
+            return epochs * per_code_epoch + math.ceil(rest / self.sync_every)
+        return math.ceil(total_steps / self.sync_every)
 
     def clients_per_sync(self) -> float:
         """Clients that trained since the last FedAvg: the round's pool, or with a new pool every
         step the expected number of distinct clients drawn in ``sync_every`` steps."""
-        if self.pool == "round":
+        if self.pool != "step":  # round or epoch: one pool for the whole round
             return float(self.clients_per_step)
         missed = (1 - self.clients_per_step / self.num_clients) ** self.sync_every
         return self.num_clients * (1 - missed)

@@ -18,7 +18,7 @@ from mocosfl.sfl.engines import make_client_bank
 from mocosfl.sfl.loss import contrastive_accuracy, info_nce
 from mocosfl.sfl.momentum import momentum_copy, update_momentum
 from mocosfl.sfl.queue import NegativeQueue
-from mocosfl.sfl.schedules import LRSchedule
+from mocosfl.sfl.schedules import LRSchedule, legacy_client_period
 
 SYMMETRIC_MODES = ("true", "legacy", "off")
 # Collapse: the batch's normalised features (nearly) all the same, i.e. their total variance
@@ -48,6 +48,7 @@ class MocoSFL(L.LightningModule):
         {"query": [P, b, C, H, W], "key": [P, b, C, H, W], "client_ids": [P], "step": int}
 
     ``trainer.global_step`` counts server steps: the client optimizers belong to the bank.
+    What the legacy schedules take from the run comes from the data module (:meth:`setup`).
     """
 
     def __init__(
@@ -66,7 +67,7 @@ class MocoSFL(L.LightningModule):
         head_out_dim: int = 1024,
         server_schedule: str = "cosine_step",
         client_schedule: str = "cosine_step",
-        legacy_client_period: int = 200,
+        legacy_client_period: int | None = None,
         client_engine: str = "loop",
     ) -> None:
         super().__init__()
@@ -94,8 +95,9 @@ class MocoSFL(L.LightningModule):
                 f"sfl.client_schedule={client_schedule!r}; use one of {schedules}",
             ),
             (
-                legacy_client_period >= 1,
-                f"sfl.legacy_client_period={legacy_client_period}; use at least 1",
+                legacy_client_period is None or legacy_client_period >= 1,
+                f"sfl.legacy_client_period={legacy_client_period}; use at least 1, or null for "
+                "the original's",
             ),
         ]
         for ok, message in checks:
@@ -137,6 +139,7 @@ class MocoSFL(L.LightningModule):
         ]
         self._pending_client_optimizers: list[dict] | None = None
         self._collapse_warned = False
+        self._code_epoch_steps: int | None = None  # the data module's, set in setup()
 
     # -- Lightning plumbing -----------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -180,10 +183,33 @@ class MocoSFL(L.LightningModule):
     def steps_per_epoch(self) -> int:
         return max(1, int(self.trainer.num_training_batches))
 
+    @property
+    def code_epoch_steps(self) -> int:
+        """The epoch of ``cosine_epoch`` schedules: the original's (see :meth:`setup`)."""
+        return self._code_epoch_steps or self.steps_per_epoch
+
+    def setup(self, stage: str) -> None:
+        """Take from the data module what the legacy schedules derive from the run
+        (docs/differences.md, "legacy schedules"): the original's epoch, one pass over client 0's
+        data, for ``cosine_epoch`` (Lightning's epoch when the data module has none), and the
+        client cosine's period when ``legacy_client_period`` is None
+        (:func:`~mocosfl.sfl.schedules.legacy_client_period`)."""
+        datamodule = self.trainer.datamodule
+        self._code_epoch_steps = getattr(datamodule, "code_epoch_steps", None)
+        schedule = self.client_schedule
+        if schedule.per_client and schedule.legacy_period is None:
+            pool = getattr(datamodule, "clients_per_step", None)
+            if pool is None:
+                raise ConfigError(
+                    "sfl.legacy_client_period=null takes the pool size from the data module; "
+                    "set sfl.legacy_client_period when training without one"
+                )
+            schedule.legacy_period = legacy_client_period(self.bank.num_clients, pool)
+
     def learning_rates(self, step: int) -> tuple[float, Callable[[int], float]]:
         """(server lr, client c -> lr) at server step ``step``."""
         base = self.optimizers().optimizer.defaults["lr"]
-        server = base * self.server_schedule.factor(step, self.total_steps, self.steps_per_epoch)
+        server = base * self.server_schedule.factor(step, self.total_steps, self.code_epoch_steps)
         client_base = self.bank.base_lr
         # Only the legacy schedule reads each client's own step count: copying every client's
         # count to the host each step would cost a device sync for nothing.
@@ -192,7 +218,7 @@ class MocoSFL(L.LightningModule):
         def client_lr(c: int) -> float:
             own_steps = steps[c] if steps is not None else 0
             factor = self.client_schedule.factor(
-                step, self.total_steps, self.steps_per_epoch, own_steps=own_steps
+                step, self.total_steps, self.code_epoch_steps, own_steps=own_steps
             )
             return client_base * factor
 
@@ -273,6 +299,10 @@ class MocoSFL(L.LightningModule):
             mine = slice(rank * len(pool) // world, (rank + 1) * len(pool) // world)
             self.bank.share_pool(pool, mine)
             keys = [self.all_gather(k).flatten(0, 1) for k in keys]  # in pool order
+        if self.symmetric == "legacy":
+            # The original enqueues the query view's keys first (docs/differences.md, "enqueue
+            # order"); it matters when the queue's end cuts a step's keys in two.
+            keys = keys[::-1]
         self.queue.enqueue(torch.cat(keys))
 
         self.log_step(loss, terms[0][1], queries[0], server_lr, sum(map(client_lr, ids)) / len(ids))

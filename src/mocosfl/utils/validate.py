@@ -375,7 +375,7 @@ RULES: list[tuple[str, Kind, Bound, str]] = [
     ("sfl.client_lr", NUMBER, ge(0), "client learning rate"),
     ("sfl.server_schedule", STR, STEP_SCHEDULES, "server learning-rate schedule"),
     ("sfl.client_schedule", STR, STEP_SCHEDULES, "client learning-rate schedule"),
-    ("sfl.legacy_client_period", INT, ge(1), "period of the legacy client cosine"),
+    ("sfl.legacy_client_period", INT.or_null(), ge(1), "period of the legacy client cosine (null: derived)"),
     ("sfl.eval_feature", STR, FEATURES, "kNN feature"),
     ("sfl.client_engine", STR, one_of(*CLIENT_ENGINES), "client engine"),
     ("sfl.server_optimizer.lr", NUMBER, ge(0), "server learning rate"),
