@@ -150,7 +150,7 @@ class AttackResult:
         n = self.originals.shape[0]
         k = n if count is None else max(1, min(count, n))
         title = (
-            f"model inversion ({self.protocol} protocol): {self.prefix}/mse {self.mse:.4f}   "
+            f"model inversion: {self.prefix}/mse {self.mse:.4f}   "  # the prefix names the protocol
             f"ssim {self.ssim:.3f}   psnr {self.psnr:.2f} dB   ({k} of {n} targets, "
             f"{self.num_aux} auxiliary images)"
         )
