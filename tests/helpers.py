@@ -78,3 +78,21 @@ def run_notebook(name: str, out_dir: Path, **parameters) -> tuple[dict, Any]:
         progress_bar=False,
     )
     return json.loads(results_path.read_text()), nbformat.read(out, as_version=4)
+
+
+def fit_one_step(module, batch: dict[str, Any]):
+    """One training step of ``module`` on ``batch`` in a bare CPU Trainer (no logs, no files);
+    returns the Trainer (its ``callback_metrics`` hold the step's logged values)."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, train_dataloaders=DataLoader([batch], batch_size=None))
+    return trainer

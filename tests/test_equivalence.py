@@ -3,12 +3,11 @@
 import copy
 from functools import partial
 
-import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
+from helpers import fit_one_step
 from mocosfl.models import build_split_model
 from mocosfl.sfl import MocoSFL, info_nce
 
@@ -63,15 +62,7 @@ def test_one_client_equals_centralized_moco(symmetric):
 
     split_module = make_module(symmetric)
     reference = copy.deepcopy(split_module)
-    trainer = L.Trainer(
-        max_steps=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(split_module, train_dataloaders=DataLoader([batch], batch_size=None))
+    trainer = fit_one_step(split_module, batch)
     expected_loss = centralized_step(reference, xq[0], xk[0], symmetric)
 
     assert trainer.callback_metrics["train/loss"].item() == pytest.approx(expected_loss.item(), abs=1e-6)

@@ -14,14 +14,13 @@ import types
 from functools import partial
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import open_dict
+from helpers import fit_one_step
 from test_train import TINY, flat_state
-from torch.utils.data import DataLoader
 
 from mocosfl.callbacks import FedAvgCallback
 from mocosfl.data.datamodule import (
@@ -212,18 +211,6 @@ def tiny_module(symmetric: str = "legacy", **kw) -> MocoSFL:
         head_out_dim=16,
     )
     return MocoSFL(split, **{**args, **kw})
-
-
-def fit_one_step(module: MocoSFL, batch: dict) -> None:
-    trainer = L.Trainer(
-        max_steps=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(module, train_dataloaders=DataLoader([batch], batch_size=None))
 
 
 @pytest.mark.parametrize("symmetric, first", [("legacy", "query"), ("true", "key")])
