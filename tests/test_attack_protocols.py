@@ -7,8 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from test_attack import compose_attack
-from test_train import TINY
 from torchmetrics.functional.image import structural_similarity_index_measure
 from torchvision.transforms.functional import to_tensor
 from torchvision.utils import save_image
@@ -16,11 +14,20 @@ from torchvision.utils import save_image
 from mocosfl.attack import attack
 from mocosfl.data.datasets import DATASET_STATS
 from mocosfl.errors import ConfigError
-from mocosfl.privacy import PROTOCOLS, AttackSettings, Decoder, reconstruction_metrics
+from mocosfl.privacy import (
+    PROTOCOLS,
+    AttackSettings,
+    Decoder,
+    reconstruction_metrics,
+    run_attack,
+    score_decoder,
+)
 from mocosfl.privacy.attack import train_decoder
 from mocosfl.privacy.decoder import parameter_count
 from mocosfl.privacy.protocol import target_views
 from mocosfl.train import train
+
+from helpers import TINY, compose_attack
 
 torch.set_num_threads(1)
 
@@ -143,6 +150,24 @@ def test_paper_validation_keeps_the_weights_of_the_best_batch():
     _, corrected_curve, corrected_step = fit(64, "corrected")
     assert [s for s, _ in corrected_curve] == list(range(8, 65, 8))  # one score a pass
     assert corrected_step in [s for s, _ in corrected_curve]
+
+
+def test_a_kept_decoder_scores_under_either_protocol(targets):
+    """The decoder an attack keeps, scored again under its own protocol, gives the attack's
+    scores; under the other protocol it is scored against that protocol's targets."""
+    client = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1)
+    aux = torch.cat([targets] * 5)
+    quick = AttackSettings(steps=3, width=4, num_blocks=0, protocol="paper")
+    result = run_attack(client, aux, targets, MEAN, STD, quick)
+    assert "decoder" not in result.summary()
+    own, originals, reconstructions = score_decoder(
+        client, result.decoder, targets, MEAN, STD, "paper"
+    )
+    assert own == {name: getattr(result, name) for name in ("mse", "ssim", "psnr")}
+    assert torch.equal(originals, result.originals)
+    assert torch.equal(reconstructions, result.reconstructions)
+    other, truth, _ = score_decoder(client, result.decoder, targets, MEAN, STD, "corrected")
+    assert torch.equal(truth, targets.float() / 255) and other["mse"] != own["mse"]
 
 
 def test_an_unknown_protocol_is_a_config_error():

@@ -17,13 +17,6 @@ try:
 except ImportError:  # running from a checkout without an installed package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from data_helpers import (
-    CIFAR10_CLASSES,
-    write_image_tree,
-    write_tiny_cifar10,
-    write_tiny_cifar100,
-)
-
 from mocosfl.data import (
     DATASET_STATS,
     EvalTransform,
@@ -42,6 +35,13 @@ from mocosfl.data import (
 from mocosfl.data import datasets as datasets_mod
 from mocosfl.data import transforms as transforms_mod
 from mocosfl.errors import ConfigError
+
+from data_helpers import (
+    CIFAR10_CLASSES,
+    write_image_tree,
+    write_tiny_cifar10,
+    write_tiny_cifar100,
+)
 
 MEAN, STD = DATASET_STATS["cifar10"]
 
@@ -434,7 +434,7 @@ def test_augmentation_ops_match_torchvision():
 
 
 def test_augmentation_blur_matrix_matches_reflect_conv():
-    aug = MoCoV2Augmentation(32, MEAN, STD)
+    aug = MoCoV2Augmentation(32, MEAN, STD, blur="kernel10")
     sigma = torch.tensor([0.5, 1.7])
     left, right = aug._blur_flip_matrices(
         sigma, torch.tensor([True, True]), torch.tensor([False, True]), 32
@@ -444,7 +444,7 @@ def test_augmentation_blur_matrix_matches_reflect_conv():
     k = aug.blur_kernel_size
     pos = torch.arange(k, dtype=torch.float32) - k // 2
     for i in range(2):
-        kern = torch.exp(-pos**2 / (2 * sigma[i] ** 2))
+        kern = torch.exp(-(pos**2) / (2 * sigma[i] ** 2))
         kern = kern / kern.sum()
         xp = torch.nn.functional.pad(x[i : i + 1], (k // 2,) * 4, mode="reflect")
         kern2d = (kern[:, None] * kern[None, :]).expand(3, 1, k, k)

@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from data_helpers import write_image_tree, write_tiny_cifar10, write_tiny_cifar100
-from test_train import TINY
 
 from mocosfl import load_datamodule
 from mocosfl.data import FederatedDataModule, MoCoV2Augmentation, normalize
 from mocosfl.data import datasets as datasets_mod
 from mocosfl.errors import ConfigError
 from mocosfl.train import train
+
+from data_helpers import write_image_tree, write_tiny_cifar10, write_tiny_cifar100
+from helpers import TINY
 
 torch.set_num_threads(1)
 
@@ -93,13 +94,14 @@ def test_pil_blur_matches_pil_on_real_images(real_images, sigma):
 def test_blur_choice_is_wired_and_bad_values_are_one_line(compose_train):
     import hydra
 
-    cfg = compose_train([*TINY, "data.blur=pil"])
+    cfg = compose_train([*TINY, "data.blur=kernel10"])
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup()
     augmentation = datamodule.step_dataset().augmentation
-    assert augmentation.blur == "pil" and augmentation.blur_kernel_size == 13  # 3 passes of 5
+    assert augmentation.blur == "kernel10" and augmentation.blur_kernel_size == 3  # at 16 px
     default = MoCoV2Augmentation(32, *CIFAR10)
-    assert default.blur == "kernel10" and default.blur_kernel_size == 3
+    assert default.blur == "pil" and default.blur_kernel_size == 13  # 3 passes of 5
+    assert compose_train(TINY).data.blur == "pil"
     bad = hydra.utils.instantiate(compose_train([*TINY, "data.blur=box"]).data)
     with pytest.raises(ConfigError) as exc:
         bad.setup()
@@ -206,7 +208,7 @@ def test_statistics_survive_the_checkpoint_round_trip(compose_train, tmp_path):
     datamodule = load_datamodule(tmp_path / "other.ckpt", num_workers=0)
     datamodule.setup()
     _assert_used(datamodule, stored)
-    with pytest.raises(ConfigError, match="data.stats cannot be overridden"):
+    with pytest.raises(ConfigError, match=r"data\.stats cannot be overridden"):
         load_datamodule(final, stats="imagenet")
 
     # A checkpoint written before data.stats and data.blur existed.

@@ -23,10 +23,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep
 from omegaconf import OmegaConf
-from test_train import TINY
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args  # the agent's own rendering
 
 from mocosfl import table
+
+from helpers import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((ROOT / "conf" / "sweep").glob("*.yaml"))
@@ -298,7 +299,11 @@ def test_table_averages_the_paper_seeds_per_row_and_variant(tmp_path):
     assert f"| {row} | fixed | test/linear_top1 | 1234 (of 3) | 70.00 (1 seed) | 87.29 |" in text
 
     mse = table.summarize(table.find_runs(tmp_path), metric="attack/mse")[1]
-    assert mse.measured() == "0.04 ± 0.00" and mse.paper_value() == "0.039 ± 0.005"
+    assert mse.measured() == "0.04 ± 0.00"
+    assert mse.paper_value() == "0.039 ± 0.005 (paper's protocol: attack_paper/mse)"
+    fake_run(tmp_path, row, 1234, 80.0, age=2, **{"attack_paper/mse": 0.03})
+    paper = table.summarize(table.find_runs(tmp_path), metric="attack_paper/mse")[1]
+    assert paper.values == {1234: 0.03} and paper.paper_value() == "0.039 ± 0.005"
 
 
 def test_table_prefers_the_evaluation_of_a_runs_checkpoint(tmp_path):

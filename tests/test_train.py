@@ -14,27 +14,9 @@ from omegaconf import open_dict
 
 from mocosfl.train import train
 
+from helpers import TINY, flat_state, run_cli
+
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "data=synthetic",
-    "data.image_size=16",
-    "data.val_images=16",
-    "data.synthetic.train_size=64",
-    "data.synthetic.test_size=32",
-    "data.num_workers=0",
-    "model.width=8",
-    "module.head_hidden_dim=32",
-    "module.head_out_dim=16",
-    "trainer=cpu",
-    "logger=csv",
-    "~callbacks.progress",
-    "sfl.num_clients=4",
-    "sfl.clients_per_step=2",
-    "sfl.client_batch_size=4",
-    "sfl.sync_every=3",
-    "sfl.queue_size=40",
-    "num_threads=1",
-]  # 48 training images at a server batch of 8: 6 steps an epoch, rounds of 3 steps
 
 
 def test_train_writes_metrics_checkpoints_and_partition(compose_train):
@@ -55,20 +37,6 @@ def test_train_writes_metrics_checkpoints_and_partition(compose_train):
     parts = dict(__import__("numpy").load(out / "partition.npz"))
     assert parts, "partition.npz is empty"
     assert (out / "partition.png").is_file()
-
-
-def flat_state(ckpt_path: Path) -> dict[str, torch.Tensor]:
-    """Every tensor that must continue exactly: weights, momentum copies, queue, optimizers."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    state = {f"model/{k}": v for k, v in ckpt["state_dict"].items()}
-    optimizers = {"server": ckpt["optimizer_states"][0]["state"]}
-    optimizers.update({f"client{c}": s["state"] for c, s in enumerate(ckpt["client_optimizers"])})
-    for name, per_param in optimizers.items():
-        for index, buffers in per_param.items():
-            for key, value in buffers.items():
-                if torch.is_tensor(value):
-                    state[f"opt/{name}/{index}/{key}"] = value
-    return state
 
 
 class InterruptAt(L.Callback):
@@ -104,7 +72,9 @@ def test_resume_continues_exactly(compose_train, tmp_path, k, workers, signum):
     interrupted.paths.output_dir = str(tmp_path / "interrupted")
     with open_dict(interrupted):
         interrupted.callbacks.interrupt = {
-            "_target_": f"{__name__}.InterruptAt", "step": k, "signum": int(signum)
+            "_target_": f"{__name__}.InterruptAt",
+            "step": k,
+            "signum": int(signum),
         }
     stopped = train(interrupted)
     assert stopped["interrupted"] == signal.Signals(signum).name and stopped["step"] == k
@@ -121,17 +91,6 @@ def test_resume_continues_exactly(compose_train, tmp_path, k, workers, signum):
         torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-6, msg=name)
 
 
-def run_cli(*overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mocosfl.train", *overrides],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        env={**os.environ, "WANDB_MODE": "disabled"},
-    )
-
-
 @pytest.mark.slow  # a fresh Python process or a notebook kernel each
 @pytest.mark.parametrize(
     "overrides, message",
@@ -143,6 +102,7 @@ def run_cli(*overrides: str) -> subprocess.CompletedProcess:
         (["data=imagefolder", "data.root=/nonexistent/folder"], "/nonexistent/folder"),
         (["model.norm=bn", "sfl.client_batch_size=1"], "client_batch_size >= 8"),
         (["~callbacks.fedavg"], "sfl.sync_every=0"),
+        (["data.val_images=0"], "no validation split for callbacks.knn"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, overrides, message):
@@ -155,6 +115,16 @@ def test_bad_input_is_one_clear_line(tmp_path, overrides, message):
     assert lines[-1].startswith("error: ") and message in lines[-1], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert not run_dir.exists(), "a refused command left its run directory"
+
+
+def test_without_a_validation_split_the_test_kNN_is_still_measured(compose_train):
+    """data.val_images=0 trains on every training image, as the original does."""
+    cfg = compose_train(
+        [*TINY, "data.val_images=0", "callbacks.knn.every_n_epochs=0", "~callbacks.linear_probe"]
+        + ["trainer.max_steps=2"]
+    )
+    metrics = train(cfg)
+    assert "test/knn_top1" in metrics and "val/knn_top1" not in metrics
 
 
 @pytest.mark.slow  # a fresh Python process or a notebook kernel each
@@ -195,8 +165,21 @@ def test_wandb_logger_runs_offline_without_api_key(tmp_path):
     env.update(NETRC=str(tmp_path / "no-netrc"), HOME=str(tmp_path))
     overrides = [*TINY, "~callbacks.knn", "~callbacks.linear_probe", "trainer.max_steps=2"]
     result = subprocess.run(
-        [sys.executable, "-m", "mocosfl.train", *overrides, "logger=wandb", f"hydra.run.dir={tmp_path}/run"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300, env=env,
+        [
+            sys.executable,
+            "-m",
+            "mocosfl.train",
+            *overrides,
+            "logger=wandb",
+            f"hydra.run.dir={tmp_path}/run",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert list((tmp_path / "run").rglob("offline-run-*")), "no offline W&B run in the run directory"
+    assert list((tmp_path / "run").rglob("offline-run-*")), (
+        "no offline W&B run in the run directory"
+    )

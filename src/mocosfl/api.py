@@ -25,8 +25,11 @@ import torch
 from torch import nn
 
 from mocosfl.data import FederatedDataModule
+from mocosfl.data.transforms import BLUR_BEFORE_CHOICE
 from mocosfl.errors import ConfigError
+from mocosfl.evaluation import ProbeSettings
 from mocosfl.sfl import MocoSFL
+from mocosfl.utils.run import CONFIG_DIR
 
 FINAL_FORMAT = "mocosfl-final"
 
@@ -114,7 +117,7 @@ def load_datamodule(ckpt_path: str | Path, **overrides: Any) -> FederatedDataMod
     replace ``data.*`` settings that do not change the split, e.g. ``root`` (the data moved),
     ``num_workers`` or ``eval_batch_size``."""
     ckpt = load_checkpoint(ckpt_path)
-    data = dict(ckpt["run_config"]["data"])
+    data = {"blur": BLUR_BEFORE_CHOICE, **ckpt["run_config"]["data"]}
     unknown = sorted(set(overrides) - set(data))
     if unknown:
         raise ConfigError(
@@ -132,3 +135,15 @@ def load_datamodule(ckpt_path: str | Path, **overrides: Any) -> FederatedDataMod
     state = ckpt.get("partition", ckpt.get(type(datamodule).__qualname__, {}))
     datamodule.use_saved_stats(state)
     return datamodule
+
+
+def probe_preset(name: str, **overrides: Any) -> ProbeSettings:
+    """The probe settings of ``eval=<name>`` (linear, semi10, semi1), with ``overrides``.
+
+    For notebooks and scripts; composes ``conf/eval.yaml``, so call it outside a Hydra app.
+    """
+    with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = hydra.compose("eval", overrides=[f"eval={name}"])
+    if cfg.eval.kind != "probe":
+        raise ConfigError(f"eval={name} is not a probe; choose linear, semi10 or semi1")
+    return ProbeSettings.from_config({**cfg.eval.probe, **overrides})

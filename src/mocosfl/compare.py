@@ -28,7 +28,14 @@ import yaml
 from mocosfl.errors import ConfigError
 from mocosfl.utils.summary import print_summary
 
-DEFAULT_METRICS = ("train/loss", "val/knn_top1", "test/knn_top1", "test/linear_top1", "attack/mse")
+DEFAULT_METRICS = (
+    "train/loss",
+    "val/knn_top1",
+    "test/knn_top1",
+    "test/linear_top1",
+    "attack/mse",
+    "attack_paper/mse",
+)
 # Metrics where lower is better; every other one (accuracies) is better higher.
 LOWER_IS_BETTER = ("loss", "mse")
 ACCURACY_MARKS = ("top1", "top5", "acc")  # shown with 2 decimals, everything else with 4

@@ -44,6 +44,21 @@ def check_config(cfg: DictConfig) -> None:
                 else ""
             )
         )
+    callbacks = cfg.get("callbacks") or {}
+    needs_val = [
+        name
+        for name, on in (
+            ("callbacks.knn", (callbacks.get("knn") or {}).get("every_n_epochs")),
+            ("callbacks.linear_probe", callbacks.get("linear_probe")),
+        )
+        if on
+    ]
+    if cfg.data.get("val_images") == 0 and needs_val:
+        raise ConfigError(
+            f"data.val_images=0 leaves no validation split for {' and '.join(needs_val)}; "
+            "add callbacks.knn.every_n_epochs=0 and ~callbacks.linear_probe (test/knn_top1 "
+            "is still measured at the end)"
+        )
     if cfg.model.norm == "bn" and cfg.sfl.client_batch_size < 8:
         raise ConfigError(
             f"model.norm=bn needs sfl.client_batch_size >= 8 (got {cfg.sfl.client_batch_size}): "
@@ -112,6 +127,7 @@ SUMMARY_METRICS = (
     ("val/linear_top1", "val linear top-1 (%)"),
     ("test/linear_top1", "test linear top-1 (%)"),
     ("attack/mse", "attack MSE"),
+    ("attack_paper/mse", "attack MSE (paper's protocol)"),
 )
 
 

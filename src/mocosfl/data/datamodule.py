@@ -1,8 +1,8 @@
 """FederatedDataModule: one federated batch (all of a step's clients) per training step.
 
-Units (decisions.md): a *step* is one server update, a *round* is the steps between two FedAvg
-events (``sync_every``), a *code epoch* is the original's epoch, one pass over client 0's images
-(:func:`steps_per_pass`), an *epoch* is ``ceil(train images / server batch)`` steps.
+Units (docs/design.md, "Units"): a *step* is one server update, a *round* is the steps between
+two FedAvg events (``sync_every``), a *code epoch* is the original's epoch, one pass over client
+0's images (:func:`steps_per_pass`), an *epoch* is ``ceil(train images / server batch)`` steps.
 
 The batch of step ``t`` is a pure function of ``(seed, t)``:
 
@@ -48,11 +48,11 @@ from .partition import PARTITION_KINDS, label_counts, make_partition
 from .transforms import BLUR_KINDS, MoCoV2Augmentation, normalize
 
 __all__ = [
+    "EvalImages",
     "FederatedDataModule",
     "FederatedStepDataset",
     "PoolSchedule",
     "StepSampler",
-    "EvalImages",
     "eval_loader",
     "pool_for_round",
     "step_seed",
@@ -393,7 +393,7 @@ class FederatedDataModule(L.LightningDataModule):
         num_workers: int = 2,
         eval_batch_size: int = 256,
         synthetic: dict | None = None,
-        blur: str = "kernel10",
+        blur: str = "pil",
         stats: str | None = None,
     ) -> None:
         super().__init__()

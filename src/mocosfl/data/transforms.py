@@ -1,6 +1,6 @@
 """Batched, deterministic MoCo v2 augmentation on uint8 image tensors.
 
-The original applies torchvision's PIL transforms image by image (reference §2.3):
+The original applies torchvision's PIL transforms image by image (docs/paper.md, "Data"):
 ``RandomResizedCrop(S, scale=(0.08, 1))``, ``RandomApply(ColorJitter(.4, .4, .4, .1), p=.8)``,
 ``RandomGrayscale(.2)``, ``RandomApply(GaussianBlur(sigma in [.1, 2]), p=.5)``,
 ``RandomHorizontalFlip()``, ``Normalize(mean, std)``. Here the same recipe runs on a whole batch
@@ -41,16 +41,18 @@ from torchvision.ops import roi_align
 
 __all__ = [
     "BLUR_KINDS",
-    "MoCoV2Augmentation",
     "EvalTransform",
+    "MoCoV2Augmentation",
+    "hsv_to_rgb",
     "normalize",
     "rgb_to_hsv",
-    "hsv_to_rgb",
 ]
 
 _GRAY = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision / PIL use
 _TRIES = 10  # torchvision's RandomResizedCrop rejection-sampling tries
 BLUR_KINDS = ("kernel10", "pil")  # see the module docstring
+# The blur of every run before data.blur existed: what a checkpoint without the setting used.
+BLUR_BEFORE_CHOICE = "kernel10"
 _PIL_PASSES = 3  # box passes per axis of PIL's Gaussian blur
 
 # Column layout of the per-image uniform draws.
@@ -249,7 +251,7 @@ class MoCoV2Augmentation:
         blur_p: float = 0.5,
         blur_sigma: tuple[float, float] = (0.1, 2.0),
         flip_p: float = 0.5,
-        blur: str = "kernel10",
+        blur: str = "pil",
     ) -> None:
         self.image_size = int(image_size)
         self.mean = tuple(float(m) for m in mean)
@@ -300,9 +302,9 @@ class MoCoV2Augmentation:
         # Centre-crop fallback (torchvision: clamp the aspect ratio into ``ratio``).
         in_ratio = width / height
         if in_ratio < self.ratio[0]:
-            fw, fh = width, int(round(width / self.ratio[0]))
+            fw, fh = width, round(width / self.ratio[0])
         elif in_ratio > self.ratio[1]:
-            fh, fw = height, int(round(height * self.ratio[1]))
+            fh, fw = height, round(height * self.ratio[1])
         else:
             fw, fh = width, height
         w = torch.where(any_ok, w, torch.full_like(w, fw))

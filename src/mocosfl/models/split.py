@@ -74,7 +74,7 @@ def build_backbone(
     norm: str = "gn",
     weight_std: bool = True,
     image_size: int = 32,
-    init: str = "xavier",
+    init: str = "legacy",
     stem: str = "auto",
 ) -> nn.Sequential:
     """The unsplit network: [B, 3, image_size, image_size] -> [B, feature_dim].
@@ -145,7 +145,7 @@ def build_split_model(
     weight_std: bool = True,
     bottleneck: str | None = None,
     image_size: int = 32,
-    init: str = "xavier",
+    init: str = "legacy",
     stem: str = "auto",
 ) -> SplitModel:
     """Build ``arch`` and cut it after ``cut_layer`` layers (1 = stem only).

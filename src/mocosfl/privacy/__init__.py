@@ -6,6 +6,7 @@ from mocosfl.privacy.attack import (
     attack_checkpoint,
     reconstruction_metrics,
     run_attack,
+    score_decoder,
     select_attack_images,
 )
 from mocosfl.privacy.data import ExpertDataModule
@@ -25,5 +26,6 @@ __all__ = [
     "init_from_checkpoint",
     "reconstruction_metrics",
     "run_attack",
+    "score_decoder",
     "select_attack_images",
 ]

@@ -1,4 +1,4 @@
-"""Model-inversion attack by an honest-but-curious server (reference §4.1).
+"""Model-inversion attack by an honest-but-curious server (docs/paper.md, "Attack").
 
 The server holds the client-side model (the FedAvg model) and an auxiliary set of images. It
 encodes the auxiliary images with the client, trains a :class:`Decoder` from latents back to
@@ -48,6 +48,7 @@ from mocosfl.privacy.decoder import Decoder
 from mocosfl.privacy.protocol import (
     AUX_POOLS,
     DEFAULT_PROTOCOL,
+    AttackProtocol,
     get_protocol,
     ground_truth,
     target_views,
@@ -69,9 +70,10 @@ GRID_FILE, SUMMARY_FILE = "reconstructions.png", "attack.json"
 @dataclasses.dataclass(frozen=True)
 class AttackSettings:
     """How the attacker trains its decoder and which protocol measures it. The defaults are the
-    original's (reference §4.1): Adam 1e-3, batch 32, 50 epochs, a 64-wide decoder with 4 residual
-    blocks, 10% validation; ``protocol`` names a :data:`~mocosfl.privacy.protocol.PROTOCOLS`
-    preset (``corrected`` or the original's ``paper``)."""
+    original's (docs/paper.md, "Attack"): Adam 1e-3, batch 32, 50 epochs, a 64-wide decoder with
+    4 residual blocks, 10% validation; ``protocol`` names a
+    :data:`~mocosfl.privacy.protocol.PROTOCOLS` preset (``corrected`` or the original's
+    ``paper``)."""
 
     epochs: int = 50
     steps: int | None = None  # a fixed number of decoder steps instead of ``epochs``
@@ -125,6 +127,8 @@ class AttackResult:
     num_aux: int  # auxiliary images, training and validation parts together
     seconds: float  # wall time of the whole attack
     protocol: str = DEFAULT_PROTOCOL  # the protocol that measured it
+    # The kept decoder (eval mode), to score it on other targets (:func:`score_decoder`).
+    decoder: Decoder | None = dataclasses.field(default=None, repr=False)
 
     @property
     def prefix(self) -> str:
@@ -158,7 +162,7 @@ class AttackResult:
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready scalars (everything but the images)."""
-        skip = {"originals", "reconstructions"}
+        skip = {"originals", "reconstructions", "decoder"}
         names = [f.name for f in dataclasses.fields(self) if f.name not in skip]
         return {name: getattr(self, name) for name in names}
 
@@ -360,7 +364,6 @@ def run_attack(
         )
     device = torch.device(device)
     start = time.perf_counter()
-    target_inputs, originals = target_views(target_images, mean, std, protocol)
     with torch.random.fork_rng(devices=[]), torch.enable_grad():
         torch.manual_seed(settings.seed)
         generator = torch.Generator().manual_seed(settings.seed)
@@ -374,17 +377,15 @@ def run_attack(
             aux_images.shape[-1],
             settings.width,
             settings.num_blocks,
-            xavier=protocol.xavier_init,
+            xavier=False,  # PyTorch's default: a stronger attacker (docs/differences.md)
         ).to(device)
         pixels = ground_truth(to_unit(aux_images), protocol).to(device)
         curve, best_step = train_decoder(
             decoder, latents, pixels, val.to(device), settings, generator, progress
         )
-        reconstructions = _in_batches(
-            decoder, _in_batches(client, target_inputs, device), device
-        ).cpu()
-    originals = originals.cpu()
-    scores = reconstruction_metrics(reconstructions, originals, protocol.zero_padded_ssim)
+    scores, originals, reconstructions = score_decoder(
+        client, decoder, target_images, mean, std, protocol
+    )
     return AttackResult(
         **scores,
         originals=originals,
@@ -394,7 +395,31 @@ def run_attack(
         num_aux=int(aux_images.shape[0]),
         seconds=time.perf_counter() - start,
         protocol=protocol.name,
+        decoder=decoder,
     )
+
+
+def score_decoder(
+    client: nn.Module,
+    decoder: nn.Module,
+    target_images: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    protocol: str | AttackProtocol,
+) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    """(scores, originals, reconstructions) of ``decoder`` on the targets uint8 [n, 3, S, S] as
+    ``protocol`` presents and scores them (:func:`~mocosfl.privacy.protocol.target_views`); both
+    image tensors float [n, 3, S, S] on [0, 1], on the CPU. ``client`` and ``decoder`` share a
+    device and are put in eval mode. A decoder trained under one protocol can be scored under
+    another: that separates what the protocols train from what they score."""
+    protocol = get_protocol(protocol)
+    device = next(decoder.parameters()).device
+    inputs, originals = target_views(target_images, mean, std, protocol)
+    client, decoder = client.eval(), decoder.eval()
+    reconstructions = _in_batches(decoder, _in_batches(client, inputs, device), device).cpu()
+    originals = originals.cpu()
+    scores = reconstruction_metrics(reconstructions, originals, protocol.zero_padded_ssim)
+    return scores, originals, reconstructions
 
 
 def _seeded_choice(n: int, count: int, seed: int, stream: int) -> np.ndarray:

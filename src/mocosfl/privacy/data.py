@@ -1,10 +1,11 @@
 """Data of TAResSFL stage 1: one expert client that trains on auxiliary plus target images.
 
 Each step takes a batch of auxiliary images and a batch of the expert's share of the target data
-set (reference §4.2) and serves them as one client's batch, auxiliary images first. Each image set
-is augmented and normalised with its own statistics, and the [0, 1] pixels of the query views,
-which the simulated attacker must reconstruct, are recovered with those same statistics (the
-original de-normalises auxiliary images with the target's: bug 9).
+set (docs/paper.md, "TAResSFL") and serves them as one client's batch, auxiliary images first.
+Each image set is augmented and normalised with its own statistics, and the [0, 1] pixels of the
+query views, which the simulated attacker must reconstruct, are recovered with those same
+statistics (the original de-normalises auxiliary images with the target's: docs/differences.md,
+"auxiliary-set statistics").
 """
 
 from __future__ import annotations

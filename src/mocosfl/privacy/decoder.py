@@ -1,6 +1,6 @@
 """The attacker's decoder: client latents back to images.
 
-The original's ``res_normN4C64`` (reference §4.1) in its BatchNorm form: the one its attack
+The original's ``res_normN4C64`` (docs/paper.md, "Attack") in its BatchNorm form: the one its attack
 trains, and its TAResSFL simulator at batches of 20 or more. ``width`` channels, pre-activation
 residual blocks with biased convolutions, one transposed convolution per 2x the latent is smaller
 than the image, and a last residual block down to 3 channels squashed to [0, 1] by a sigmoid. For

@@ -1,7 +1,9 @@
 """How a model-inversion attack is measured: the corrected protocol (the default) or the original's.
 
-The same decoder and training budget serve both; they differ in what the attacker validates on,
-which images it is scored against and how (docs/differences.md, row "attack protocol"):
+The same decoder (with PyTorch's default initialisation, the original's, which gave a stronger
+attacker than Xavier's) and training budget serve both; they differ in what the attacker
+validates on, which images it is scored against and how (docs/differences.md, row "attack
+protocol"):
 
 * ``corrected``: the decoder is scored in eval mode on the whole held-out tenth after every pass
   and the best pass is kept; the targets reach the client normalised as its training data were
@@ -13,11 +15,10 @@ which images it is scored against and how (docs/differences.md, row "attack prot
   (0.247, 0.243, 0.261) and are de-normalised with the training std (0.2023, 0.1994, 0.2010): the
   client sees them at about 0.82x contrast and the ground truth has about 0.65x the pixel
   variance (reproduced relative to the run's own std, so a run normalised with other statistics
-  sees the same contrast). Every ground-truth image (auxiliary and target) goes through an 8-bit JPEG file at
-  PIL's default quality 75 before the decoder trains on it or is scored against it. Its
-  auxiliary set is 1% of the whole training set (500 CIFAR-10 images: it holds out no
-  validation split), its decoder keeps PyTorch's default initialisation, and its SSIM pads the
-  11x11 Gaussian window with zeros.
+  sees the same contrast). Every ground-truth image (auxiliary and target) goes through an 8-bit
+  JPEG file at PIL's default quality 75 before the decoder trains on it or is scored against it.
+  Its auxiliary set is 1% of the whole training set (500 CIFAR-10 images: it holds out no
+  validation split), and its SSIM pads the 11x11 Gaussian window with zeros.
 
 Scores of the two are logged under different names (``attack/*`` and ``attack_paper/*``,
 :attr:`AttackProtocol.prefix`), so that they cannot be mixed silently.
@@ -62,7 +63,6 @@ class AttackProtocol:
     target_std_scale: tuple[float, float, float] | None
     jpeg_quality: int | None  # every ground-truth image through a JPEG file (None: exact pixels)
     aux_pool: str  # "train": the run's training split; "train+val": the whole training set
-    xavier_init: bool  # the decoder's initialisation (False: PyTorch's default)
     zero_padded_ssim: bool  # SSIM with a zero-padded window (False: torchmetrics, reflected)
 
     def __post_init__(self) -> None:
@@ -88,7 +88,6 @@ PROTOCOLS: dict[str, AttackProtocol] = {
             target_std_scale=None,
             jpeg_quality=None,
             aux_pool="train",
-            xavier_init=True,
             zero_padded_ssim=False,
         ),
         AttackProtocol(
@@ -97,7 +96,6 @@ PROTOCOLS: dict[str, AttackProtocol] = {
             target_std_scale=tuple(t / s for t, s in zip(_ORIGINAL_TARGET_STD, _ORIGINAL_STD)),
             jpeg_quality=75,
             aux_pool="train+val",
-            xavier_init=False,
             zero_padded_ssim=True,
         ),
     )

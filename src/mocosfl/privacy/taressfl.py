@@ -1,4 +1,4 @@
-"""TAResSFL (reference §4.2, §4.3): a client model trained to resist model inversion.
+"""TAResSFL (docs/paper.md, "TAResSFL"): a client model trained to resist model inversion.
 
 Stage 1 (:class:`TAResSFL`): one expert client trains MocoSFL on auxiliary plus target images
 (:class:`~mocosfl.privacy.data.ExpertDataModule`) against a simulated attacker, a decoder that
@@ -131,7 +131,8 @@ def init_from_checkpoint(
 
     Every client and every client momentum copy get the checkpoint's FedAvg client model; the
     server, the head and their momentum copies get its server and head (the original starts the
-    momentum copies from random weights, §6 bug 1). The queue and optimizers start fresh.
+    momentum copies from random weights: docs/differences.md, "TAResSFL momentum copies"). The
+    queue and optimizers start fresh.
     With ``target_fraction`` (a Table 4 row) the expert must have been trained with that share
     of the target data.
     """

@@ -22,9 +22,9 @@ from mocosfl.sfl.schedules import LRSchedule, legacy_client_period
 
 SYMMETRIC_MODES = ("true", "legacy", "off")
 # Collapse: the batch's normalised features (nearly) all the same, i.e. their total variance
-# (1 - |mean|^2 for unit vectors) near 0. A spread is no test of health: the trained `make demo`
-# network (kNN 83%) has a total variance of 4e-3 in its head output and its random
-# initialisation 5e-2, so the alarm waits for 1e-5, float noise around one point.
+# (1 - |mean|^2 for unit vectors) near 0. A spread is no test of health: the head output of
+# trained `make demo` networks measured anywhere from 4e-3 to 0.2, so the alarm waits for 1e-5,
+# float noise around one point.
 COLLAPSE_VARIANCE = 1e-5
 COLLAPSE_CHECK_EVERY = 50  # steps between two collapse checks (after the first epoch)
 
@@ -227,7 +227,9 @@ class MocoSFL(L.LightningModule):
     # -- the algorithm ----------------------------------------------------------------------
     def server_forward(self, latents: torch.Tensor, momentum: bool = False) -> torch.Tensor:
         """Normalised projections [n, D] of client latents [n, *latent]."""
-        server, head = (self.server_momentum, self.head_momentum) if momentum else (self.server, self.head)
+        server, head = (
+            (self.server_momentum, self.head_momentum) if momentum else (self.server, self.head)
+        )
         return F.normalize(head(server(latents)), dim=1)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -243,14 +245,16 @@ class MocoSFL(L.LightningModule):
             key_latents_swapped = self.bank.encode_momentum(ids, query_images)
             query_latents_swapped = self.bank.encode(ids, key_images)
 
-        # What crosses the cut: (online inputs, their momentum keys' inputs, which carry client grads)
+        # What crosses the cut: online inputs, their momentum keys' inputs, and which online
+        # inputs carry the clients' gradients
         if two_way:
             online_in = [query_latents, query_latents_swapped]
             keys_in = [key_latents, key_latents_swapped]
             with_client_grad = online_in
         elif self.symmetric == "legacy":
-            # Bug 4 kept on purpose: the second term feeds the momentum clients' latents to the
-            # online server, so the clients only learn from the first term.
+            # The original's sum kept on purpose (docs/differences.md, "symmetric loss"): the
+            # second term feeds the momentum clients' latents to the online server, so the
+            # clients only learn from the first term.
             online_in = [query_latents, key_latents]
             keys_in = [key_latents, query_latents]
             with_client_grad = [query_latents]
