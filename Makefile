@@ -18,7 +18,7 @@ WANDB := $(VENV)/bin/wandb
 WANDB_LOGIN_CHECK = $(PY) -c "from mocosfl.utils.wandb_auth import wandb_api_key_configured as ok; raise SystemExit(not ok())" \
 	|| { echo "error: W&B sweeps need a W&B account: run $(WANDB) login (or set WANDB_API_KEY); without one, make sweep-local ARGS=\"key=a,b ...\" runs a grid as a Hydra multirun" >&2; exit 2; }
 
-.PHONY: help venv train eval attack overhead demo test test-fast bench table compare sweep agent sweep-local clean
+.PHONY: help venv train eval attack overhead demo test test-fast lint bench table compare sweep agent sweep-local clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -52,6 +52,10 @@ test: $(STAMP)  ## the whole suite, as CI runs it
 
 test-fast: $(STAMP)  ## the quick subset (no slow tests)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)  ## ruff: the lint rules of pyproject.toml and the format check (CI runs both)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 
 bench: $(STAMP)  ## step time and peak memory: loop and vmap client engines at 10, 100, 1000 clients against centralized MoCo
 	$(PY) benchmarks/step_time.py $(ARGS)

@@ -32,8 +32,15 @@ def train_once(root: Path, out: Path, init: str, blur: str, seed: int) -> float:
     """One training process; returns its test kNN top-1 (%)."""
     run_dir = out / f"{init}-{blur}-{seed}"
     command = [
-        sys.executable, "-m", "mocosfl.train", "experiment=cifar10_quick", f"data.root={root}",
-        f"model.init={init}", f"data.blur={blur}", f"seed={seed}", f"hydra.run.dir={run_dir}",
+        sys.executable,
+        "-m",
+        "mocosfl.train",
+        "experiment=cifar10_quick",
+        f"data.root={root}",
+        f"model.init={init}",
+        f"data.blur={blur}",
+        f"seed={seed}",
+        f"hydra.run.dir={run_dir}",
     ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode:

@@ -15,10 +15,10 @@ resident memory and none inherits another's allocator state:
   ``(t * pool + i) % clients``), so the engines gather and scatter different clients, as in a
   real 1000-client run. FedAvg runs once per round, not per step, and is not timed.
 
-The run ends with a verdict against issue 6's targets, computed from the rows it measured: the
-faster engine's median step time over centralized's at cut layer 1 (<= 1.10 at 100 clients,
-<= 1.25 at 1000) and the peak resident memory of 1000 clients (< 4 GB). ``--paper`` runs the
-paper's full ResNet-18 and sets its images/s beside the original code's.
+The run ends with a verdict against the project's step-time targets, computed from the rows it
+measured: the faster engine's median step time over centralized's at cut layer 1 (<= 1.10 at 100
+clients, <= 1.25 at 1000) and the peak resident memory of 1000 clients (< 4 GB). ``--paper`` runs
+the paper's full ResNet-18 and sets its images/s beside the original code's.
 
 Run: ``python benchmarks/step_time.py`` (``--help`` lists the options). Results are printed as a
 table and written as JSON (configuration, summary rows, verdict and every raw step time).
@@ -149,7 +149,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog="Each measurement runs in a fresh process, one after the other; the run ends "
-        "with a verdict against issue 6's targets (cut layer 1: faster engine / centralized <= "
+        "with a verdict against the step-time targets (cut layer 1: faster engine / centralized <= "
         "1.10 at 100 clients, <= 1.25 at 1000; 1000 clients under 4 GB of resident memory).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -490,17 +490,30 @@ def verdict(cfg: dict, table: Sequence[dict]) -> list[Check]:
         if candidates:
             best = min(candidates, key=lambda row: row["median_ms"])
             ratio = best["ratio_to_centralized"]
-            checks.append(Check(
-                f"faster engine ({best['engine']}) / centralized, {clients} clients",
-                ratio, "x", "<=", limit, ratio <= limit if judged else None,
-            ))
+            checks.append(
+                Check(
+                    f"faster engine ({best['engine']}) / centralized, {clients} clients",
+                    ratio,
+                    "x",
+                    "<=",
+                    limit,
+                    ratio <= limit if judged else None,
+                )
+            )
     for row in federated:
         if row["clients"] == TARGET_RSS_CLIENTS:
             rss = row["peak_rss_mb"]
-            checks.append(Check(
-                f"peak RSS, {row['engine']}, {TARGET_RSS_CLIENTS} clients",
-                rss, " MB", "<", TARGET_RSS_MB, rss < TARGET_RSS_MB if judged else None, digits=0,
-            ))
+            checks.append(
+                Check(
+                    f"peak RSS, {row['engine']}, {TARGET_RSS_CLIENTS} clients",
+                    rss,
+                    " MB",
+                    "<",
+                    TARGET_RSS_MB,
+                    rss < TARGET_RSS_MB if judged else None,
+                    digits=0,
+                )
+            )
     return checks
 
 
@@ -552,11 +565,12 @@ def print_verdict(cfg: dict, table: Sequence[dict], checks: Sequence[Check]) -> 
     """The verdict lines and, for ``--paper`` on the CPU, the original code's reference."""
     if checks:
         scope = (
-            "" if cfg["cut_layer"] == TARGET_CUT_LAYER
+            ""
+            if cfg["cut_layer"] == TARGET_CUT_LAYER
             else f"; they are for cut layer {TARGET_CUT_LAYER}, so cut layer "
             f"{cfg['cut_layer']} is reported, not judged"
         )
-        print(f"\nverdict (issue 6's targets{scope}):")
+        print(f"\nverdict (the step-time targets{scope}):")
         for c in checks:
             outcome = {True: "met", False: "MISSED", None: "-"}[c.met]
             value, limit = (f"{x:.{c.digits}f}{c.unit}" for x in (c.value, c.limit))

@@ -100,9 +100,9 @@ def write_image_tree(
             d = Path(root) / split / cname
             d.mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                arr = np.clip(
-                    rng.normal(60 + 60 * ci, 10, (size[1], size[0], 3)), 0, 255
-                ).astype(np.uint8)
+                arr = np.clip(rng.normal(60 + 60 * ci, 10, (size[1], size[0], 3)), 0, 255).astype(
+                    np.uint8
+                )
                 ext = "png" if i % 2 == 0 else "jpg"
                 p = d / f"{i:04d}.{ext}"
                 Image.fromarray(arr).save(p)

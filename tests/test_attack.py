@@ -13,10 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, compose
-from omegaconf import DictConfig
 from PIL import Image
-from test_train import TINY
 from torch import nn
 
 from mocosfl.attack import attack
@@ -25,6 +22,8 @@ from mocosfl.errors import ConfigError
 from mocosfl.privacy import AttackSettings, Decoder, run_attack, select_attack_images
 from mocosfl.privacy.attack import MIN_AUX_IMAGES, warn_if_few_aux
 from mocosfl.train import train
+
+from helpers import ROOT, TINY, compose_attack
 
 MEAN, STD = DATASET_STATS["synthetic"]
 NARROW = AttackSettings(steps=300, width=8, num_blocks=1)  # seconds on one CPU thread
@@ -190,11 +189,6 @@ def test_progress_on_a_terminal_is_a_bar(images, monkeypatch):
     assert not EPOCH_LINE.search(out)
 
 
-def compose_attack(out_dir: Path, overrides: list[str]) -> DictConfig:
-    """The attack config with ``overrides``, writing into ``out_dir``, logging to CSV files."""
-    return compose("attack", out_dir, ["logger=csv", *overrides])
-
-
 def test_callback_and_entry_point_agree(compose_train, tmp_path, capsys, caplog):
     """`callbacks=attack` attacks after the final FedAvg, writes the grid into the run directory
     and logs it to W&B (disabled here); `python -m mocosfl.attack` on the final checkpoint, same
@@ -207,7 +201,7 @@ def test_callback_and_entry_point_agree(compose_train, tmp_path, capsys, caplog)
         + ["trainer.max_epochs=2", "callbacks.attack.every_n_epochs=1"]
         + [f"callbacks.attack.{s}" for s in settings]
     )
-    assert list(cfg.callbacks)[-1] == "attack" and list(cfg.callbacks)[0] == "fedavg"
+    assert list(cfg.callbacks)[-1] == "attack" and next(iter(cfg.callbacks)) == "fedavg"
     with pytest.warns(UserWarning, match="only 24 images"):
         during = train(cfg)
     run_dir = Path(cfg.paths.output_dir)

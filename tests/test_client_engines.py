@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import open_dict
-from test_train import TINY, flat_state
 from torch import nn
 
 from mocosfl.errors import ConfigError
 from mocosfl.models import build_split_model
 from mocosfl.sfl import make_client_bank
 from mocosfl.train import train
+
+from helpers import TINY, flat_state
 
 RUN = [*TINY, "~callbacks.knn", "~callbacks.linear_probe", "trainer.precision=64-true"]
 RTOL = 1e-9  # float64: the engines differ only in summation order
@@ -48,7 +49,12 @@ def test_engines_agree_after_20_steps_with_fedavg(compose_train, tmp_path):
 @pytest.mark.parametrize("first, then", [("vmap", "loop"), ("loop", "vmap")])
 def test_checkpoint_of_one_engine_resumes_in_the_other(compose_train, tmp_path, first, then):
     """12 steps of ``then`` equal 6 steps of ``first``, a Ctrl-C, and 6 more steps of ``then``."""
-    common = [*RUN, "trainer.max_steps=12", "callbacks.checkpoint.every_n_train_steps=6", "callbacks.checkpoint.keep_every_n_steps=6"]
+    common = [
+        *RUN,
+        "trainer.max_steps=12",
+        "callbacks.checkpoint.every_n_train_steps=6",
+        "callbacks.checkpoint.keep_every_n_steps=6",
+    ]
     straight = compose_train([*common, f"sfl.client_engine={then}"])
     straight.paths.output_dir = str(tmp_path / "straight")
     train(straight)
@@ -76,7 +82,11 @@ def test_vmap_sgd_is_torch_sgd_per_client(nesterov, dampening):
     torch.manual_seed(0)
     client = build_split_model("resnet18", 1, 8, "gn", True, None, 16).client.double()
     sgd = partial(
-        torch.optim.SGD, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=nesterov,
+        torch.optim.SGD,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=5e-4,
+        nesterov=nesterov,
         dampening=dampening,
     )
     banks = {e: make_client_bank(e, client, 4, sgd, ema_decay=0.9) for e in ("loop", "vmap")}
@@ -126,7 +136,9 @@ def test_1000_clients_cost_their_models_and_nothing_else(engine):
     if engine == "loop":
         for opt in bank.optimizers:
             for state in opt.state.values():
-                tensors[state["momentum_buffer"].untyped_storage().data_ptr()] = state["momentum_buffer"]
+                tensors[state["momentum_buffer"].untyped_storage().data_ptr()] = state[
+                    "momentum_buffer"
+                ]
     total = sum(t.untyped_storage().nbytes() for t in tensors.values())
     model_bytes = 1856 * 4
     counters = 1000 * (4 + 1 + 8 + 1)  # weights, participated, steps, (vmap) sgd_started

@@ -9,14 +9,14 @@ import torch
 from omegaconf import open_dict
 from torch import nn
 
-from helpers import compose
 from mocosfl.data import FederatedDataModule
 from mocosfl.errors import ConfigError
 from mocosfl.models import build_split_model
 from mocosfl.overhead import overhead
 from mocosfl.sfl.costs import MB, StepPlan, client_traffic, measure_client, saved_bytes
 from mocosfl.train import train
-from test_train import TINY
+
+from helpers import TINY, compose
 
 CIFAR = (3, 32, 32)
 

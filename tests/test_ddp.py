@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import TINY, run_cli
+
+from helpers import TINY, run_cli
 
 CHANGED = ("trainer=", "sfl.num_clients", "sfl.clients_per_step", "sfl.client_batch_size")
 SMALL = [
@@ -27,7 +28,9 @@ SMALL = [
 
 def step_losses(run_dir: Path) -> dict[int, float]:
     with open(run_dir / "csv" / "version_0" / "metrics.csv") as f:
-        return {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r["train/loss"]}
+        return {
+            int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r["train/loss"]
+        }
 
 
 def final_state(run_dir: Path) -> dict[str, torch.Tensor]:

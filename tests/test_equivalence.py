@@ -7,9 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import fit_one_step
 from mocosfl.models import build_split_model
 from mocosfl.sfl import MocoSFL, info_nce
+
+from helpers import fit_one_step
 
 LR, MOMENTUM, WD, T, DECAY = 0.05, 0.9, 5e-4, 0.1, 0.99
 
@@ -65,7 +66,9 @@ def test_one_client_equals_centralized_moco(symmetric):
     trainer = fit_one_step(split_module, batch)
     expected_loss = centralized_step(reference, xq[0], xk[0], symmetric)
 
-    assert trainer.callback_metrics["train/loss"].item() == pytest.approx(expected_loss.item(), abs=1e-6)
+    assert trainer.callback_metrics["train/loss"].item() == pytest.approx(
+        expected_loss.item(), abs=1e-6
+    )
     got, want = split_module.state_dict(), reference.state_dict()
     assert got.keys() == want.keys()
     for name in want:

@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, compose_eval
-from test_train import TINY
 
 import mocosfl.evaluation.cache as feature_cache
 from mocosfl import load_datamodule, load_encoder, load_module
@@ -19,6 +17,8 @@ from mocosfl.errors import ConfigError
 from mocosfl.eval import evaluate
 from mocosfl.evaluation import ProbeSettings, balanced_subset, extract_features
 from mocosfl.train import train
+
+from helpers import ROOT, TINY, compose_eval
 
 CALLBACK_PROBE = {"head": "linear", "epochs": 7, "lr": 0.01, "batch_size": 16, "standardize": True}
 
@@ -134,7 +134,10 @@ def test_every_checkpoint_loads_without_pickle_and_a_pickled_one_is_refused(
 ):
     cfg = compose_train(
         [*TINY, "~callbacks.knn", "~callbacks.linear_probe", "trainer.max_steps=4"]
-        + ["callbacks.checkpoint.every_n_train_steps=2", "callbacks.checkpoint.keep_every_n_steps=2"]
+        + [
+            "callbacks.checkpoint.every_n_train_steps=2",
+            "callbacks.checkpoint.keep_every_n_steps=2",
+        ]
     )
     train(cfg)
     checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
@@ -144,7 +147,9 @@ def test_every_checkpoint_loads_without_pickle_and_a_pickled_one_is_refused(
         torch.load(path, map_location="cpu", weights_only=True)
         load_encoder(path)
     # final.ckpt holds one client model and no queue or optimizer state.
-    assert (checkpoints / "final.ckpt").stat().st_size < (checkpoints / "last.ckpt").stat().st_size / 2
+    assert (checkpoints / "final.ckpt").stat().st_size < (
+        checkpoints / "last.ckpt"
+    ).stat().st_size / 2
 
     torch.save({"run_config": {}, "payload": Pickled()}, tmp_path / "pickled.ckpt")
     with pytest.raises(ConfigError, match="pickled Python objects") as err:

@@ -1,9 +1,9 @@
 """The reproduction pack: one experiment config per paper row, each with the row's settings.
 
 Every config composes and builds its data module (constructor and settings checks, no data) and
-its model; every row has the settings of reference section 2.2 fixed, with `sfl=legacy` and
-with `sfl=auto_adjust_legacy`, and every row of Tables 2-4 and the other-architecture scripts has
-a config.
+its model; every row has the settings of docs/paper.md (Cross-client settings) fixed, with
+`sfl=legacy` and with `sfl=auto_adjust_legacy`, and every row of Tables 2-4 and the
+other-architecture scripts has a config.
 """
 
 import itertools
@@ -121,7 +121,7 @@ def test_row_has_the_tabulated_settings_fixed_and_as_published(compose_train, na
 
         assert cfg.data.name == data_name
         if row["partition"] == "noniid":
-            # int(0.2 * classes) classes a client (reference section 2.3)
+            # int(0.2 * classes) classes a client (docs/paper.md, Data)
             assert cfg.data.partition == "shards"
             assert cfg.data.classes_per_client == int(0.2 * num_classes)
         else:

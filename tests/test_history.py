@@ -8,10 +8,11 @@ from pathlib import Path
 import lightning as L
 import torch
 from omegaconf import open_dict
-from test_train import TINY
 
 from mocosfl.train import train
 from mocosfl.utils.history import HistoryLogger, read_history
+
+from helpers import TINY
 
 
 def test_history_keeps_every_scalar_at_its_step_and_a_resume_replaces_the_rest(tmp_path):

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import TINY, flat_state
+
+from helpers import TINY, flat_state
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 12
@@ -77,9 +78,7 @@ def straight(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
-def test_signal_saves_the_step_and_a_resume_equals_an_uninterrupted_run(
-    tmp_path, straight, signum
-):
+def test_signal_saves_the_step_and_a_resume_equals_an_uninterrupted_run(tmp_path, straight, signum):
     stopped = tmp_path / "stopped"
     extra = ["logger=wandb"] if signum == signal.SIGTERM else []
     code, out = interrupt_at(

@@ -55,6 +55,8 @@ def test_mocosfl_learns_on_real_cifar10(compose_train, cifar10_root):
     steps = cfg.trainer.max_steps
     record = {"knn_top1_at_init": at_init, "knn_top1_trained": trained, "steps": steps}
     (Path(cfg.paths.output_dir) / "learning.json").write_text(json.dumps(record))
-    print(f"\nreal CIFAR-10 kNN top-1: {at_init:.2f}% at init -> {trained:.2f}% after {steps} steps")
+    print(
+        f"\nreal CIFAR-10 kNN top-1: {at_init:.2f}% at init -> {trained:.2f}% after {steps} steps"
+    )
     assert test_images >= 2000
     assert trained >= at_init + 4.0, record

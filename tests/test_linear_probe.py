@@ -5,12 +5,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import TINY
 
 from mocosfl.callbacks import LinearProbeCallback
 from mocosfl.errors import ConfigError
 from mocosfl.evaluation import ProbeSettings, balanced_subset, split_features, train_probe
 from mocosfl.train import train
+
+from helpers import TINY
 
 CHEAP = ProbeSettings(
     epochs=10, lr=1e-2, batch_size=256, standardize=True

@@ -55,9 +55,7 @@ def reference_outputs(images: torch.Tensor) -> dict[str, torch.Tensor]:
     return outputs
 
 
-@pytest.mark.parametrize(
-    ("arch", "cut"), [(arch, cut) for arch in SMALL for cut in _cuts(arch)]
-)
+@pytest.mark.parametrize(("arch", "cut"), [(arch, cut) for arch in SMALL for cut in _cuts(arch)])
 def test_client_then_server_equals_unsplit_backbone(
     arch: str, cut: int, images: torch.Tensor, reference_outputs: dict[str, torch.Tensor]
 ) -> None:
@@ -120,14 +118,14 @@ def test_cut_range_depends_on_arch() -> None:
 def test_unknown_arch_lists_choices() -> None:
     with pytest.raises(ConfigError, match="resnet18, resnet50, vgg13, mobilenetv2"):
         build_split_model("resnet34")
-    with pytest.raises(ConfigError, match="model.arch"):
+    with pytest.raises(ConfigError, match=r"model\.arch"):
         build_backbone("alexnet")
 
 
 def test_unknown_norm_lists_choices() -> None:
     with pytest.raises(ConfigError, match="gn, bn"):
         make_norm("ln", 8)
-    with pytest.raises(ConfigError, match="model.norm"):
+    with pytest.raises(ConfigError, match=r"model\.norm"):
         build_split_model("resnet18", norm="layer", width=4)
 
 

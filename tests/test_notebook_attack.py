@@ -2,12 +2,11 @@
 TAResSFL expert), on the project's kernel, and records the numbers the API gives."""
 
 import pytest
-from helpers import run_notebook
-from test_taressfl import STAGE1
-from test_train import TINY
 
 from mocosfl.privacy import AttackSettings, attack_checkpoint
 from mocosfl.train import train
+
+from helpers import STAGE1, TINY, run_notebook
 
 
 @pytest.mark.slow  # a fresh Python process or a notebook kernel each

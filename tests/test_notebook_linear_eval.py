@@ -5,11 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import compose_eval, run_notebook
-from test_train import TINY
 
 from mocosfl.eval import evaluate
 from mocosfl.train import train
+
+from helpers import TINY, compose_eval, run_notebook
+
 
 @pytest.mark.slow  # a fresh Python process or a notebook kernel each
 def test_notebook_records_the_evaluation(compose_train, tmp_path):

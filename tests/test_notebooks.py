@@ -2,6 +2,7 @@
 
 import nbformat
 import pytest
+
 from helpers import ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

@@ -9,6 +9,7 @@ their lengths from the run.
 """
 
 import copy
+import itertools
 import math
 import types
 from functools import partial
@@ -19,8 +20,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import open_dict
-from helpers import fit_one_step
-from test_train import TINY, flat_state
 
 from mocosfl.callbacks import FedAvgCallback
 from mocosfl.data.datamodule import (
@@ -35,6 +34,8 @@ from mocosfl.sfl import MocoSFL
 from mocosfl.sfl.costs import StepPlan
 from mocosfl.sfl.schedules import legacy_client_period
 from mocosfl.train import train
+
+from helpers import TINY, fit_one_step, flat_state
 
 # The paper's settings on CIFAR's 50,000 images (--auto_adjust, and the Table 2 scripts' own
 # values for 20 clients), per number of clients: pool, images per client and step, FedAvg
@@ -69,7 +70,7 @@ def original_loop(num_batch: int, interval: int, steps: int) -> tuple[list[int],
 def runs(pools: list[tuple[int, ...]]) -> list[int]:
     """Lengths of the runs of consecutive equal pools."""
     lengths = [1]
-    for previous, current in zip(pools, pools[1:]):
+    for previous, current in itertools.pairwise(pools):
         if current == previous:
             lengths[-1] += 1
         else:
@@ -176,8 +177,10 @@ def test_code_epoch_is_one_pass_over_client_0_and_can_be_set():
     sizes = dm.client_sizes
     assert len(set(sizes.tolist())) > 1  # unequal sizes: client 0's pass decides
     assert dm.code_epoch_steps == math.ceil(sizes[0] / 4)
-    assert dm.step_dataset().schedule == dm.pool_schedule == PoolSchedule(
-        "epoch", 2, dm.code_epoch_steps
+    assert (
+        dm.step_dataset().schedule
+        == dm.pool_schedule
+        == PoolSchedule("epoch", 2, dm.code_epoch_steps)
     )
     fixed = small_datamodule(code_epoch_steps=7)
     assert fixed.code_epoch_steps == 7 and fixed.step_dataset().schedule.epoch_steps == 7

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from data_helpers import write_tiny_cifar10, write_tiny_cifar100
 
 ROOT = Path(__file__).resolve().parents[1]

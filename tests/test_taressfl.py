@@ -9,9 +9,7 @@ import hydra
 import numpy as np
 import pytest
 import torch
-from data_helpers import write_tiny_cifar10
 from omegaconf import open_dict
-from test_train import TINY, flat_state
 
 from mocosfl.api import load_module
 from mocosfl.data.datasets import DATASET_STATS
@@ -22,27 +20,8 @@ from mocosfl.privacy.data import denormalize
 from mocosfl.privacy.taressfl import init_from_checkpoint
 from mocosfl.train import train
 
-ONE_CLIENT = ["sfl.num_clients=1", "sfl.clients_per_step=1"]
-# Target: classes 0-4 of the data set; auxiliary: its classes 5-9 (no CIFAR-100 offline).
-CLASS_SPLIT = [
-    "data.target_classes=[0,1,2,3,4]",
-    "data.aux.name=null",
-    "data.aux.classes=[5,6,7,8,9]",
-]
-STAGE1 = [
-    *(o for o in TINY if not o.startswith(("sfl.num_clients", "sfl.clients_per_step"))),
-    "experiment=taressfl_stage1",
-    *ONE_CLIENT,
-    *CLASS_SPLIT,
-    "sfl.cut_layer=1",
-    "data.target_fraction=0.5",
-    "data.aux.batch_size=4",
-    "module.simulator_width=8",
-    "module.simulator_blocks=1",
-    "~callbacks.knn",
-    "~callbacks.linear_probe",
-    "trainer.max_epochs=2",
-]  # 24 target-class training images, half of them the expert's, 4 + 4 images a step
+from data_helpers import write_tiny_cifar10
+from helpers import CLASS_SPLIT, ONE_CLIENT, STAGE1, TINY, flat_state
 
 
 def test_expert_data_splits_classes_and_serves_auxiliary_then_target(compose_train):
@@ -79,8 +58,9 @@ def test_expert_data_refuses_bad_settings(compose_train, override, message):
 
 
 def test_expert_data_normalises_each_set_with_its_own_statistics(tmp_path, monkeypatch):
-    """Bug 9 fixed: the simulated attacker's ground truth of an auxiliary image comes back with
-    the auxiliary set's statistics, that of a target image with the target's."""
+    """Fixed (docs/differences.md, "auxiliary-set statistics"): the simulated attacker's ground
+    truth of an auxiliary image comes back with the auxiliary set's statistics, that of a target
+    image with the target's."""
     aux_stats = ((0.2, 0.3, 0.4), (0.5, 0.6, 0.7))
     monkeypatch.setitem(DATASET_STATS, "synthetic", aux_stats)
     write_tiny_cifar10(tmp_path, per_batch=10)
@@ -134,7 +114,7 @@ def test_stage2_starts_from_the_expert_and_trains_only_the_server(compose_train,
     assert max(moved) > 1e-5, "the server did not train"
 
     # A Table 4 row names the expert's share of the target data; another share is refused.
-    with pytest.raises(ConfigError, match="target_fraction=0.5, this row needs .* 0.01"):
+    with pytest.raises(ConfigError, match=r"target_fraction=0\.5, this row needs .* 0\.01"):
         init_from_checkpoint(trained, str(expert_ckpt), target_fraction=0.01)
     init_from_checkpoint(trained, str(expert_ckpt), target_fraction=0.5)
 
@@ -142,7 +122,12 @@ def test_stage2_starts_from_the_expert_and_trains_only_the_server(compose_train,
 def test_stage1_resumes_exactly(compose_train, tmp_path):
     """8 steps in one go equal 4 steps, a Ctrl-C and a resume: the simulated attacker and its
     optimizer are part of the checkpoint."""
-    common = [*STAGE1, "trainer.max_steps=8", "callbacks.checkpoint.every_n_train_steps=4", "callbacks.checkpoint.keep_every_n_steps=4"]
+    common = [
+        *STAGE1,
+        "trainer.max_steps=8",
+        "callbacks.checkpoint.every_n_train_steps=4",
+        "callbacks.checkpoint.keep_every_n_steps=4",
+    ]
     runs = {}
     for name, extra in (("straight", []), ("interrupted", ["interrupt"]), ("resumed", [])):
         cfg = compose_train(common)

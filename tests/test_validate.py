@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from test_train import TINY
 
 from mocosfl.data import FederatedDataModule
 from mocosfl.data.partition import make_partition
@@ -21,6 +20,8 @@ from mocosfl.utils.validate import (
     suggest_key_typos,
     validate_config,
 )
+
+from helpers import TINY
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
@@ -180,7 +181,7 @@ def test_module_refuses_bad_settings(setting, message):
 
 
 def test_unknown_schedule_is_a_config_error():
-    with pytest.raises(ConfigError, match="sfl.server_schedule"):
+    with pytest.raises(ConfigError, match=r"sfl\.server_schedule"):
         LRSchedule("linear")
 
 

@@ -20,9 +20,15 @@ import mocosfl  # noqa: F401  (registers the config resolvers)
 from mocosfl.api import load_checkpoint
 from mocosfl.callbacks.attack import log_reconstructions
 from mocosfl.errors import ConfigError
-from mocosfl.eval import resolve_device
 from mocosfl.privacy.attack import AttackResult, AttackSettings, attack_checkpoint
-from mocosfl.utils.run import CONFIG_DIR, instantiate_each, user_errors, with_num_threads, write_metrics
+from mocosfl.utils.run import (
+    CONFIG_DIR,
+    instantiate_each,
+    resolve_device,
+    user_errors,
+    with_num_threads,
+    write_metrics,
+)
 from mocosfl.utils.summary import print_summary
 from mocosfl.utils.validate import check_overrides_or_exit
 

@@ -30,6 +30,7 @@ from mocosfl.evaluation import (
 from mocosfl.utils.run import (
     CONFIG_DIR,
     instantiate_each,
+    resolve_device,
     user_errors,
     with_num_threads,
     write_metrics,
@@ -37,28 +38,9 @@ from mocosfl.utils.run import (
 from mocosfl.utils.summary import duration, print_summary
 from mocosfl.utils.validate import check_overrides_or_exit
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 KINDS = ("probe", "knn")
 SPLITS = ("train", "val", "test")
 Split = tuple[torch.Tensor, torch.Tensor]  # (features [N, D], labels [N])
-
-
-def probe_preset(name: str, **overrides: Any) -> ProbeSettings:
-    """The probe settings of ``eval=<name>`` (linear, semi10, semi1), with ``overrides``.
-
-    For notebooks and scripts; composes ``conf/eval.yaml``, so call it outside a Hydra app.
-    """
-    with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra.compose("eval", overrides=[f"eval={name}"])
-    if cfg.eval.kind != "probe":
-        raise ConfigError(f"eval={name} is not a probe; choose linear, semi10 or semi1")
-    return ProbeSettings.from_config({**cfg.eval.probe, **overrides})
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def knn_metrics(

@@ -3,13 +3,13 @@
 Composes the config ``python -m mocosfl.train`` would run (conf/overhead.yaml), builds its split
 model, measures the client and works out each client's traffic per epoch and over the run
 (:mod:`mocosfl.sfl.costs`); nothing is trained. Prints the table next to the paper's Table 1
-(reference section 5.4) and writes ``overhead.json`` into the run directory.
+(docs/paper.md, "Communication") and writes ``overhead.json`` into the run directory.
 """
 
 import json
 import math
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import hydra

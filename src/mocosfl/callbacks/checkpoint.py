@@ -39,6 +39,7 @@ class RunInterrupted(Exception):
 
 DDP_STOP_CHECK_EVERY = 10  # steps between two stop agreements of the DDP processes
 
+
 class RunCheckpoint(Checkpoint):
     """Writes ``dirpath/last.ckpt`` and ``dirpath/step_NNNNNNN.ckpt`` (see the module doc)."""
 

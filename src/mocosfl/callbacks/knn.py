@@ -43,5 +43,3 @@ class KNNMonitor(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.test_at_end:
             log_now(trainer, {"test/knn_top1": self.evaluate(trainer, pl_module, "test")})
-
-

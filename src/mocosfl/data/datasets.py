@@ -44,9 +44,9 @@ __all__ = [
     "STATS_CHOICES",
     "ImageSet",
     "Stats",
-    "load_image_set",
     "load_cifar",
     "load_image_folder",
+    "load_image_set",
     "make_synthetic",
     "pixel_stats",
 ]
@@ -272,7 +272,7 @@ def load_cifar(
         except RuntimeError:
             try:  # the files exist but are not the published ones: read the same format
                 result = _read_cifar_pickles(info, root, split)
-            except Exception as exc:  # noqa: BLE001 - any unreadable file is a config problem
+            except Exception as exc:
                 problem = f"{title} files in {folder} are unreadable ({_reason(exc)})"
                 if not download:
                     raise ConfigError(
@@ -283,7 +283,7 @@ def load_cifar(
             raise ConfigError(f"{problem} and data.download=false. {remedies}")
         try:
             result = _torchvision_cifar(name, root, split, download=True)
-        except Exception as exc:  # noqa: BLE001 - network, disk or archive errors alike
+        except Exception as exc:
             raise ConfigError(
                 f"{problem} and it could not be downloaded ({_reason(exc)}). {remedies}"
             ) from None
@@ -313,7 +313,7 @@ def _decode_one(path: str, size: int, formats: dict[str, str]) -> np.ndarray:
     fmt = formats.get(os.path.splitext(path)[1].lower())
     try:  # the extension's format first (skips PIL's format probing), then any format
         im = Image.open(io.BytesIO(data), formats=[fmt] if fmt else None)
-    except Exception:  # noqa: BLE001 - a misnamed file gets a second chance
+    except Exception:
         if not fmt:
             raise
         im = Image.open(io.BytesIO(data))
@@ -340,7 +340,7 @@ def _decode_chunk(args: tuple[list[str], int]) -> tuple[np.ndarray, tuple[str, s
     for i, p in enumerate(paths):
         try:
             out[i] = _decode_one(p, size, formats)
-        except Exception as exc:  # noqa: BLE001 - PIL raises many kinds
+        except Exception as exc:
             return out[:i], (p, f"{type(exc).__name__}: {exc}")
     return out, None
 
@@ -368,9 +368,7 @@ def _decode_files(paths: list[str], size: int, workers: int | None = None) -> np
     for _, err in results:
         if err is not None:
             path, reason = err
-            raise ConfigError(
-                f"cannot read image {path} ({reason}); delete or replace the file"
-            )
+            raise ConfigError(f"cannot read image {path} ({reason}); delete or replace the file")
     arr = np.concatenate([r for r, _ in results]) if results else np.empty((0, size, size, 3))
     return np.ascontiguousarray(arr.astype(np.uint8, copy=False).transpose(0, 3, 1, 2))
 
@@ -434,7 +432,7 @@ def load_image_folder(
             blob = torch.load(cache, map_location="cpu", weights_only=True)
             if blob.get("fingerprint") == fingerprint and blob.get("classes") == classes:
                 return ImageSet(blob["images"], blob["labels"], list(blob["classes"]))
-        except Exception:  # noqa: BLE001 - a stale or broken cache is simply rebuilt
+        except Exception:
             pass
     images = torch.from_numpy(_decode_files(paths, image_size))
     result = ImageSet(images, torch.tensor(labels, dtype=torch.int64), classes)
@@ -520,7 +518,7 @@ def make_synthetic(
         sl = slice(start, min(start + _SYN_CHUNK, n))
         m = sl.stop - sl.start
 
-        def col(a: np.ndarray) -> np.ndarray:
+        def col(a: np.ndarray, sl: slice = sl, m: int = m) -> np.ndarray:
             return a[sl].astype(np.float32).reshape(m, 1, 1)
 
         u = xx * col(np.cos(theta)) + yy * col(np.sin(theta))
@@ -535,4 +533,3 @@ def make_synthetic(
         images[sl] = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
     classes = [f"class{c}" for c in range(num_classes)]
     return ImageSet(torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)), classes)
-

@@ -3,7 +3,7 @@
 Every function returns one int64 index array per client (indices into ``labels`` / ``range(n)``);
 together they hold every index exactly once.
 
-* ``iid``: a seeded permutation cut into near-equal contiguous chunks (reference §2.3).
+* ``iid``: a seeded permutation cut into near-equal contiguous chunks (docs/paper.md, "Data").
 * ``shards`` (McMahan et al.; the original's ``noniid_alllabel``): items are sorted by label, with a
   seeded shuffle within each label, and cut into ``num_clients * classes_per_client`` shards of
   near-equal size; each client draws ``classes_per_client`` shards without replacement, so it
@@ -28,11 +28,11 @@ from ..errors import ConfigError
 
 __all__ = [
     "PARTITION_KINDS",
+    "label_counts",
+    "make_partition",
+    "partition_dirichlet",
     "partition_iid",
     "partition_shards",
-    "partition_dirichlet",
-    "make_partition",
-    "label_counts",
 ]
 
 PARTITION_KINDS = ("iid", "shards", "dirichlet")

@@ -33,9 +33,10 @@ Split = tuple[torch.Tensor, torch.Tensor]  # (features [N, D] float, labels [N] 
 
 @dataclasses.dataclass(frozen=True)
 class ProbeSettings:
-    """How the probe trains. The defaults are the paper's linear evaluation (reference §3.2),
-    with the fixes of decisions.md: shuffled batches, a cosine over the whole budget, stepped
-    every batch, and the epoch chosen on the validation split."""
+    """How the probe trains. The defaults are the paper's linear evaluation (docs/paper.md,
+    "Evaluation"), with the fixes of docs/differences.md ("linear / semi-supervised probe"):
+    shuffled batches, a cosine over the whole budget, stepped every batch, and the epoch chosen
+    on the validation split."""
 
     head: str = "linear"  # linear: Linear(D, C); mlp: D -> D -> BN -> ReLU -> C (semi-supervised)
     epochs: int = 100

@@ -25,8 +25,8 @@ from mocosfl.models.vgg import vgg13_layers
 __all__ = [
     "ARCHITECTURES",
     "INITS",
-    "ProjectionHead",
     "STEMS",
+    "ProjectionHead",
     "SplitModel",
     "WSConv2d",
     "build_backbone",

@@ -50,7 +50,11 @@ class ClientBank(nn.Module, ABC):
         self.param_names = [name for name, _ in client.named_parameters()]
         probe = optimizer(params=client.parameters())
         self.base_lr = float(probe.defaults["lr"])
-        w = torch.ones(num_clients) if weights is None else torch.as_tensor(weights, dtype=torch.float)
+        w = (
+            torch.ones(num_clients)
+            if weights is None
+            else torch.as_tensor(weights, dtype=torch.float)
+        )
         if w.shape != (num_clients,):
             raise ValueError(f"expected {num_clients} FedAvg weights, got {tuple(w.shape)}")
         self.register_buffer("weights", w.float())
@@ -313,4 +317,3 @@ class LoopClientBank(ClientBank):
         self._check_optimizer_states(states)
         for opt, state in zip(self.optimizers, states):
             opt.load_state_dict(state)
-

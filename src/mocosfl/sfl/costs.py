@@ -11,10 +11,11 @@ Measured (on a CPU copy of the client model, in float32, on a fixed all-zero inp
 * the latent's size per image.
 
 Computed: the bytes a client uploads and downloads (latents, their gradients, FedAvg model
-sync) from the step and round structure (decisions.md): in a step, ``clients_per_step`` clients
-each encode ``client_batch_size`` images; a round is ``sync_every`` steps and ends in FedAvg,
-where each client of the round uploads its model and downloads the average; an epoch is
-``ceil(train images / server batch)`` steps. Per client means averaged over all clients.
+sync) from the step and round structure (docs/design.md, "Units"): in a step,
+``clients_per_step`` clients each encode ``client_batch_size`` images; a round is ``sync_every``
+steps and ends in FedAvg, where each client of the round uploads its model and downloads the
+average; an epoch is ``ceil(train images / server batch)`` steps. Per client means averaged over
+all clients.
 
 Units: bytes, FLOPs and values (numel) unless a name says otherwise; ``MB`` is 2**20 bytes, the
 unit of the paper's Table 1 (1,856 params x 4 B x 200 syncs = 1.4 MB).
@@ -123,7 +124,7 @@ def measure_client(client: nn.Module, image_shape: tuple[int, ...]) -> ClientCos
 
 @dataclass(frozen=True)
 class StepPlan:
-    """How a run's steps use the clients (``sfl.*``; decisions.md, "Units")."""
+    """How a run's steps use the clients (``sfl.*``; docs/design.md, "Units")."""
 
     num_clients: int
     clients_per_step: int  # the pool

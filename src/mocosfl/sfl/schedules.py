@@ -18,7 +18,8 @@ def cosine_factor(step: int, total: int) -> float:
 
 
 def legacy_periodic_cosine_factor(step: int, period: int) -> float:
-    """The original's client schedule (reference section 6, bug 2).
+    """The original's client schedule (docs/differences.md, "client
+    learning-rate schedule").
 
     ``CosineAnnealingLR(T_max=period)`` stepped once per client step: the rate swings between
     its base value and 0 with a period of ``2 * period`` steps and never settles.

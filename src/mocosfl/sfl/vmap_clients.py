@@ -61,7 +61,8 @@ class VmapClientBank(ClientBank):
         return {name: getattr(self, self._key(kind, name)) for name in self.param_names}
 
     def _forward(self, params: Rows, images: torch.Tensor) -> torch.Tensor:
-        """Every client of ``params`` ([P, ...] rows) on its images [P, b, C, H, W] -> [P * b, ...]."""
+        """Every client of ``params`` ([P, ...] rows) on its images [P, b, C, H, W]
+        -> [P * b, ...]."""
         run = vmap(lambda p, x: functional_call(self.template(), p, (x,)))
         return run(params, images).flatten(0, 1)
 
@@ -145,7 +146,9 @@ class VmapClientBank(ClientBank):
 
     def optimizer_rows(self, ids: Sequence[int]) -> Rows:
         index = self._index(ids)
-        rows = {f"sgd.{n}": stack.index_select(0, index) for n, stack in self.stacked("sgd").items()}
+        rows = {
+            f"sgd.{n}": stack.index_select(0, index) for n, stack in self.stacked("sgd").items()
+        }
         rows["sgd_started"] = self.sgd_started[index]
         return rows
 

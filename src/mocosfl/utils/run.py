@@ -23,6 +23,14 @@ from mocosfl.errors import ConfigError
 CONFIG_DIR = str(Path(__file__).resolve().parents[3] / "conf")
 
 
+def resolve_device(name: str) -> torch.device:
+    """``device=<name>`` of the eval and attack jobs: ``auto`` is CUDA when available, else the
+    CPU; any other name is a torch device (``cpu``, ``cuda:1``, ...)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def find_config_error(exc: BaseException) -> ConfigError | None:
     """The ConfigError behind ``exc`` (Hydra wraps errors raised inside instantiate)."""
     seen = set()
@@ -56,7 +64,7 @@ class _DropTips(logging.Filter):
 _library_format = warnings.formatwarning
 
 
-def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+def _format_warning(message, category, filename, lineno, line=None) -> str:
     """Our own warnings as one line, ``warning: <what to do>``; other libraries' as usual."""
     if Path(filename).resolve().is_relative_to(Path(__file__).resolve().parents[1]):
         return f"warning: {message}\n"
@@ -103,7 +111,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
         failed = False
-    except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user error
+    except Exception as exc:
         error = find_config_error(exc)
         if error is None:
             raise
@@ -137,7 +145,8 @@ def with_num_threads(job: Job) -> Job:
 
 
 def instantiate_each(cfg: DictConfig | None) -> list[Any]:
-    """Instantiate every entry with a ``_target_`` of a name-keyed config dict (callbacks, loggers)."""
+    """Instantiate every entry with a ``_target_`` of a name-keyed config dict (callbacks,
+    loggers)."""
     if not cfg:
         return []
     return [hydra.utils.instantiate(c) for c in cfg.values() if c and "_target_" in c]

@@ -77,7 +77,7 @@ def _choices(override: Any) -> list[Any]:
         return [override.value()]
     try:
         return list(override.sweep_string_iterator())
-    except Exception:  # noqa: BLE001 - interval sweeps cannot be enumerated; groups never use them
+    except Exception:
         return []
 
 
@@ -146,7 +146,7 @@ def _compose_all(config_dir: Path, config_name: str, override_sets: Iterator[lis
         for overrides in itertools.islice(override_sets, 32):  # a cap: a check, not a sweep
             try:
                 configs.append(compose(config_name, overrides=overrides))
-            except Exception:  # noqa: BLE001 - any composition error is Hydra's to report
+            except Exception:
                 return None
     return configs
 
@@ -162,7 +162,7 @@ def _missing_part(cfg: DictConfig, key: str) -> tuple[str, list[str]] | None:
         if node._is_interpolation():  # its keys are those of what it points to: not judged
             return None
         # keys(), not `in`: `in` says False for a ??? value, which is a setting all the same
-        if part not in node.keys():  # noqa: SIM118
+        if part not in node.keys():
             return ".".join(parts[: depth + 1]), [str(k) for k in node]
         node = node._get_node(part)
     return None
@@ -209,7 +209,7 @@ def suggest_key_typos(config_dir: Path, config_name: str, overrides: Sequence[st
 
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
-    except Exception:  # noqa: BLE001 - a syntax error: Hydra says where
+    except Exception:
         return None
     parsed = [o for o in parsed if not _is_hydra_key(o)]
     groups = [o for o in parsed if _group_dir(config_dir, o.key_or_group) is not None]
@@ -375,7 +375,12 @@ RULES: list[tuple[str, Kind, Bound, str]] = [
     ("sfl.client_lr", NUMBER, ge(0), "client learning rate"),
     ("sfl.server_schedule", STR, STEP_SCHEDULES, "server learning-rate schedule"),
     ("sfl.client_schedule", STR, STEP_SCHEDULES, "client learning-rate schedule"),
-    ("sfl.legacy_client_period", INT.or_null(), ge(1), "period of the legacy client cosine (null: derived)"),
+    (
+        "sfl.legacy_client_period",
+        INT.or_null(),
+        ge(1),
+        "period of the legacy client cosine (null: derived)",
+    ),
     ("sfl.eval_feature", STR, FEATURES, "kNN feature"),
     ("sfl.client_engine", STR, one_of(*CLIENT_ENGINES), "client engine"),
     ("sfl.server_optimizer.lr", NUMBER, ge(0), "server learning rate"),
@@ -512,7 +517,7 @@ def _raw_node(cfg: DictConfig, key: str) -> Any | None:
     """The config node at ``key`` without resolving it, or None when it is not there."""
     parent_key, _, name = key.rpartition(".")
     parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
-    if not isinstance(parent, DictConfig) or name not in parent.keys():  # noqa: SIM118 (???)
+    if not isinstance(parent, DictConfig) or name not in parent.keys():
         return None
     return parent._get_node(name)
 
@@ -552,7 +557,7 @@ def _lookup(cfg: DictConfig, key: str) -> _Value:
         return _Value("ok", OmegaConf.select(cfg, key, throw_on_missing=True))
     except MissingMandatoryValue:  # an interpolation of a ??? value
         return _Value("missing")
-    except Exception as exc:  # noqa: BLE001 - a failing interpolation or resolver
+    except Exception as exc:
         lines = str(exc).strip().splitlines()
         return _Value("unresolvable", lines[0] if lines else type(exc).__name__)
 
