@@ -19,12 +19,13 @@ from typing import Any
 import hydra
 import torch
 import torch.nn.functional as F
-from _build import build_split, synchronize
 from torch import nn
 
 from mocosfl.models import ProjectionHead
 from mocosfl.sfl import NegativeQueue, info_nce, momentum_copy, update_momentum
 from mocosfl.sfl.module import symmetric_mode
+
+from _build import build_split, synchronize
 
 
 class CentralizedMoCo:

@@ -18,8 +18,9 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from _build import build_split, synchronize
 from torch.utils.data import DataLoader
+
+from _build import build_split, synchronize
 
 
 class StepTimer(L.Callback):

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+
 from _build import make_images, server_batch
 from _step_centralized import time_centralized
 from _step_mocosfl import time_mocosfl

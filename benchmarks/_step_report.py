@@ -15,6 +15,7 @@ from typing import Any
 
 import lightning as L
 import torch
+
 from _build import server_batch
 from _step_process import Result
 

@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from mocosfl.sfl.engines import CLIENT_ENGINES
+
 from _build import compose_train, config_defaults, pool_size, server_batch, train_overrides
 from _step_process import Job, Result, peak_rss_mb, run_isolated
 from _step_report import describe, print_report, rows, write_json
-
-from mocosfl.sfl.engines import CLIENT_ENGINES
 
 DEFAULT_JSON = Path(__file__).parent / "results" / "step_time.json"
 

@@ -1,11 +1,17 @@
-"""Helpers for the data tests: tiny CIFAR files in the original pickle format, tiny image trees."""
+"""Helpers for the data tests: tiny CIFAR files in the original pickle format, tiny image trees,
+data modules from flat settings."""
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from mocosfl.data import FederatedDataModule
+from mocosfl.sfl.plan import FederatedPlan
 
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -108,3 +114,13 @@ def write_image_tree(
                 Image.fromarray(arr).save(p)
                 files[split].append(p)
     return files
+
+
+def federated_datamodule(**settings: Any) -> FederatedDataModule:
+    """A FederatedDataModule (not set up) from flat settings: the :class:`FederatedPlan` fields
+    among them (``num_clients``, ``sync_every``, ...) build its plan, whose pools are drawn with
+    the data's ``seed`` as in a run; the rest are the data module's."""
+    fields = {f.name for f in dataclasses.fields(FederatedPlan)} - {"seed"}
+    plan = {k: v for k, v in settings.items() if k in fields}
+    data = {k: v for k, v in settings.items() if k not in fields}
+    return FederatedDataModule(plan=FederatedPlan(**plan, seed=data.get("seed", 1234)), **data)

@@ -17,7 +17,9 @@ from PIL import Image
 from torch import nn
 
 from mocosfl.attack import attack
-from mocosfl.data.datasets import DATASET_STATS, make_synthetic
+from mocosfl.data import build_datamodule
+from mocosfl.data.image_set import DATASET_STATS
+from mocosfl.data.synthetic import make_synthetic
 from mocosfl.errors import ConfigError
 from mocosfl.privacy import AttackSettings, Decoder, run_attack, select_attack_images
 from mocosfl.privacy.attack import MIN_AUX_IMAGES, warn_if_few_aux
@@ -117,10 +119,9 @@ def test_settings_refuse_unknown_keys_and_bad_values():
 
 @pytest.mark.filterwarnings("ignore:the attacker's auxiliary set has only")  # tiny on purpose
 def test_attack_images_come_from_the_right_splits(compose_train):
-    import hydra
 
     cfg = compose_train(TINY)
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.setup()
     aux, targets = select_attack_images(datamodule, aux_fraction=0.5, num_targets=8, seed=3)
     train_images, train_labels = datamodule.split_images("train")
@@ -141,10 +142,9 @@ def test_attack_images_come_from_the_right_splits(compose_train):
 
 
 def test_a_small_auxiliary_set_warns_once_and_the_papers_does_not(compose_train):
-    import hydra
 
     cfg = compose_train(TINY)
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.setup()
     small = r"only 24 images .*attack\.aux_fraction=.*aux_data="
     with pytest.warns(UserWarning, match=small) as got:

@@ -12,7 +12,7 @@ from torchvision.transforms.functional import to_tensor
 from torchvision.utils import save_image
 
 from mocosfl.attack import attack
-from mocosfl.data.datasets import DATASET_STATS
+from mocosfl.data.image_set import DATASET_STATS
 from mocosfl.errors import ConfigError
 from mocosfl.privacy import (
     PROTOCOLS,

@@ -9,13 +9,14 @@ import torch
 from omegaconf import open_dict
 from torch import nn
 
-from mocosfl.data import FederatedDataModule
+from mocosfl.costs import MB, client_traffic, measure_client, saved_bytes
 from mocosfl.errors import ConfigError
 from mocosfl.models import build_split_model
 from mocosfl.overhead import overhead
-from mocosfl.sfl.costs import MB, StepPlan, client_traffic, measure_client, saved_bytes
+from mocosfl.sfl.plan import FederatedPlan
 from mocosfl.train import train
 
+from data_helpers import federated_datamodule
 from helpers import TINY, compose
 
 CIFAR = (3, 32, 32)
@@ -83,7 +84,7 @@ def test_measuring_leaves_the_model_and_the_rng_alone():
         assert torch.equal(value, state[key]), key
 
 
-PLAN = StepPlan(num_clients=4, clients_per_step=2, client_batch_size=3, sync_every=5)
+PLAN = FederatedPlan(num_clients=4, clients_per_step=2, client_batch_size=3, sync_every=5)
 
 
 @pytest.mark.parametrize(
@@ -118,16 +119,19 @@ def test_traffic_by_hand(symmetric, sync_momentum, clients_train, up, down, mode
 def test_syncs_and_pools():
     assert PLAN.syncs_per_epoch(10) == 2.0
     assert PLAN.syncs_in_run(12) == 3  # two rounds and the last, short one
-    assert StepPlan(4, 2, 3, sync_every=0).syncs_in_run(12) == 0
+    assert FederatedPlan(4, 2, 3, sync_every=0).syncs_in_run(12) == 0
     # A new pool of 2 of 4 each step: a client misses both draws of a round with p = 1/4.
-    assert StepPlan(4, 2, 3, sync_every=2, pool="step").clients_per_sync() == pytest.approx(3.0)
+    assert FederatedPlan(4, 2, 3, sync_every=2, pool="step").clients_per_sync() == pytest.approx(
+        3.0
+    )
 
 
 def test_traffic_reproduces_the_papers_table1():
-    """Reference 5.4 (1000 clients, a pool of 100, 1 image, FedAvg every 50 steps, 100k steps =
-    200 syncs and 10,000 images a client): weights 1.4 / 57.9 MB a client model a sync, and
-    latents 5,000 MB for two latents an image (the legacy loss's query and key)."""
-    plan = StepPlan(num_clients=1000, clients_per_step=100, client_batch_size=1, sync_every=50)
+    """The paper's Table 1 (docs/paper.md, Communication: 1000 clients, a pool of 100, 1 image,
+    FedAvg every 50 steps, 100k steps = 200 syncs and 10,000 images a client): weights 1.4 /
+    57.9 MB a client model a sync, and latents 5,000 MB for two latents an image (the legacy
+    loss's query and key)."""
+    plan = FederatedPlan(num_clients=1000, clients_per_step=100, client_batch_size=1, sync_every=50)
     for params, weights_mb in ((1_856, 1.4), (75_840, 57.9)):
         traffic = client_traffic(
             model_numel=params,
@@ -145,7 +149,7 @@ def test_traffic_reproduces_the_papers_table1():
 @pytest.mark.filterwarnings("ignore:data.val_images=100 capped")
 @pytest.mark.parametrize("val_images, max_train_images", [(16, None), (100, None), (16, 20)])
 def test_split_sizes_from_settings_match_the_loaded_data(val_images, max_train_images):
-    datamodule = FederatedDataModule(
+    datamodule = federated_datamodule(
         name="synthetic",
         root="unused",
         download=False,
@@ -181,7 +185,7 @@ def test_callback_logs_costs_into_metrics_json_and_changes_nothing(compose_train
             assert metrics[f"cost/{key}_mb_per_client_{span}"] > 0
     assert metrics["cost/client_mflops_per_image"] > metrics["cost/client_forward_mflops_per_image"]
     # 7 steps in rounds of 3: the FedAvg callback synced as often as the formula says.
-    assert metrics["fl/syncs"] == StepPlan(4, 2, 4, 3).syncs_in_run(7)
+    assert metrics["fl/syncs"] == FederatedPlan(4, 2, 4, 3).syncs_in_run(7)
 
     without = compose_train([*common, "~callbacks.costs"])
     without.paths.output_dir = str(tmp_path / "without")

@@ -19,8 +19,6 @@ except ImportError:  # running from a checkout without an installed package
 
 from mocosfl.data import (
     DATASET_STATS,
-    EvalTransform,
-    FederatedDataModule,
     MoCoV2Augmentation,
     StepSampler,
     label_counts,
@@ -32,12 +30,13 @@ from mocosfl.data import (
     partition_iid,
     partition_shards,
 )
-from mocosfl.data import datasets as datasets_mod
+from mocosfl.data import image_folder as image_folder_mod
 from mocosfl.data import transforms as transforms_mod
 from mocosfl.errors import ConfigError
 
 from data_helpers import (
     CIFAR10_CLASSES,
+    federated_datamodule,
     write_image_tree,
     write_tiny_cifar10,
     write_tiny_cifar100,
@@ -283,7 +282,7 @@ def test_imagefolder_loads_and_caches(tmp_path, monkeypatch):
     def no_decode(*a, **k):
         raise AssertionError("decoded again despite the cache")
 
-    monkeypatch.setattr(datasets_mod, "_decode_files", no_decode)
+    monkeypatch.setattr(image_folder_mod, "_decode_files", no_decode)
     again = load_image_set("imagefolder", str(tmp_path), "train", image_size=32)
     assert torch.equal(again.images, s.images) and torch.equal(again.labels, s.labels)
     # a changed folder invalidates the cache
@@ -298,15 +297,15 @@ def test_imagefolder_loads_and_caches(tmp_path, monkeypatch):
 
 def test_imagefolder_process_pool(tmp_path, monkeypatch):
     write_image_tree(tmp_path, per_class={"train": 6, "test": 1})
-    serial = datasets_mod.load_image_folder(str(tmp_path), "train", use_cache=False)
-    monkeypatch.setattr(datasets_mod, "_POOL_MIN_FILES", 1)
-    monkeypatch.setattr(datasets_mod, "_CHUNK", 4)
-    pooled = datasets_mod.load_image_folder(str(tmp_path), "train", use_cache=False)
+    serial = image_folder_mod.load_image_folder(str(tmp_path), "train", use_cache=False)
+    monkeypatch.setattr(image_folder_mod, "_POOL_MIN_FILES", 1)
+    monkeypatch.setattr(image_folder_mod, "_CHUNK", 4)
+    pooled = image_folder_mod.load_image_folder(str(tmp_path), "train", use_cache=False)
     assert torch.equal(serial.images, pooled.images)
     bad = tmp_path / "train" / "dog" / "0003.jpg"
     bad.write_bytes(b"\xff\xd8\xff garbage")
     with pytest.raises(ConfigError) as exc:
-        datasets_mod._decode_files(
+        image_folder_mod._decode_files(
             [str(p) for p in sorted((tmp_path / "train").rglob("*.*"))], 32, workers=2
         )
     assert str(bad) in _one_line(exc)
@@ -408,7 +407,6 @@ def test_augmentation_identity_settings_equal_normalize():
     x = _images(16)
     out = aug(x, torch.Generator().manual_seed(0))
     assert torch.allclose(out, normalize(x, MEAN, STD), atol=1e-5)
-    assert torch.allclose(EvalTransform(MEAN, STD)(x), normalize(x, MEAN, STD))
     flip = MoCoV2Augmentation(32, MEAN, STD, flip_p=1.0, **still)
     assert torch.allclose(flip(x, torch.Generator()), normalize(x, MEAN, STD).flip(-1), atol=1e-5)
 
@@ -495,7 +493,7 @@ def _dm(**kw):
         seed=11,
     )
     args.update(kw)
-    dm = FederatedDataModule(**args)
+    dm = federated_datamodule(**args)
     dm.setup()
     return dm
 
@@ -513,7 +511,7 @@ def test_datamodule_sizes_and_state():
     dm = _dm()
     dm.setup()  # idempotent
     assert dm.num_classes == 10 and dm.num_train_images == 300 and dm.num_val_images == 100
-    assert dm.server_batch_size == 12 and dm.steps_per_epoch == math.ceil(300 / 12)
+    assert dm.plan.server_batch_size == 12 and dm.steps_per_epoch == math.ceil(300 / 12)
     assert dm.client_sizes.sum() == 300 and dm.client_sizes.shape == (6,)
     counts = dm.label_counts()
     assert counts.shape == (6, 10) and counts.sum() == 300
@@ -563,7 +561,7 @@ def test_batch_structure_and_client_partitions():
     assert not torch.allclose(batch["query"], batch["key"])
     for t in range(40):
         pool, idx = ds.indices_for_step(t)
-        assert np.array_equal(pool, dm.pool_for_step(t))
+        assert np.array_equal(pool, dm.plan.pool_for_step(t))
         assert idx.shape == (3, 4)
         for c, row in zip(pool, idx):
             assert np.isin(row, parts[c]).all()
@@ -571,7 +569,7 @@ def test_batch_structure_and_client_partitions():
 
 def test_pools_without_replacement_constant_within_round():
     dm = _dm(num_clients=10, clients_per_step=4, sync_every=5)
-    pools = [dm.pool_for_step(t) for t in range(200)]
+    pools = [dm.plan.pool_for_step(t) for t in range(200)]
     for t, p in enumerate(pools):
         assert p.shape == (4,) and len(np.unique(p)) == 4 and np.array_equal(p, np.sort(p))
         assert p.min() >= 0 and p.max() < 10
@@ -582,13 +580,12 @@ def test_pools_without_replacement_constant_within_round():
     assert np.array_equal(pools[35], expected)
     per_step = _dm(num_clients=10, clients_per_step=4, sync_every=5, pool="step")
     changes = sum(
-        not np.array_equal(per_step.pool_for_step(t), per_step.pool_for_step(t + 1))
+        not np.array_equal(per_step.plan.pool_for_step(t), per_step.plan.pool_for_step(t + 1))
         for t in range(50)
     )
     assert changes > 40
-    with pytest.warns(UserWarning, match="sync_every=0"):
-        no_sync = _dm(num_clients=10, clients_per_step=4, sync_every=0)
-    assert np.array_equal(no_sync.pool_for_step(7), per_step.pool_for_step(7))
+    no_sync = _dm(num_clients=10, clients_per_step=4, sync_every=0)
+    assert np.array_equal(no_sync.plan.pool_for_step(7), per_step.plan.pool_for_step(7))
 
 
 def test_clients_read_passes_without_replacement():
@@ -636,7 +633,7 @@ def test_participation_counts_cache_matches_brute_force():
     brute = np.zeros(10, dtype=np.int64)
     positions = {}
     for t in range(120):
-        pool = dm.pool_for_step(t)
+        pool = dm.plan.pool_for_step(t)
         positions[t] = brute[pool] * 4
         brute[pool] += 1
     for t in [0, 5, 119, 37, 3, 80, 80, 1]:  # forward, backward, repeated
@@ -720,7 +717,7 @@ def test_datamodule_config_errors(kwargs, needle):
 
 
 def test_datamodule_cifar_offline_error_in_setup(tmp_path):
-    dm = FederatedDataModule(name="cifar10", root=str(tmp_path), download=False)
+    dm = federated_datamodule(name="cifar10", root=str(tmp_path), download=False)
     with pytest.raises(ConfigError) as exc:
         dm.setup()
     assert "imagefolder" in _one_line(exc)
@@ -728,7 +725,7 @@ def test_datamodule_cifar_offline_error_in_setup(tmp_path):
 
 def test_datamodule_on_tiny_cifar(tmp_path):
     write_tiny_cifar10(tmp_path, per_batch=20)
-    dm = FederatedDataModule(
+    dm = federated_datamodule(
         name="cifar10",
         root=str(tmp_path),
         download=False,
@@ -759,11 +756,11 @@ def test_real_cifar10_jpeg_imagefolder(cifar10_root, monkeypatch):
     mean = (train.images.float().mean((0, 2, 3)) / 255).tolist()
     assert np.allclose(mean, MEAN, atol=0.01)
     # The cache holds what decoding gives, and a second load decodes nothing.
-    decoded = datasets_mod.load_image_folder(root, "test", use_cache=False)
+    decoded = image_folder_mod.load_image_folder(root, "test", use_cache=False)
     assert torch.equal(decoded.images, test.images) and torch.equal(decoded.labels, test.labels)
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr("mocosfl.data.datasets._decode_files", no_decoding)
+    monkeypatch.setattr("mocosfl.data.image_folder._decode_files", no_decoding)
     assert torch.equal(load_image_set("imagefolder", root, "train").images, train.images)

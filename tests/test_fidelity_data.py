@@ -11,12 +11,18 @@ import pytest
 import torch
 
 from mocosfl import load_datamodule
-from mocosfl.data import FederatedDataModule, MoCoV2Augmentation, normalize
-from mocosfl.data import datasets as datasets_mod
+from mocosfl.data import FederatedDataModule, MoCoV2Augmentation, build_datamodule, normalize
+from mocosfl.data import image_folder as image_folder_mod
+from mocosfl.data import image_set as image_set_mod
 from mocosfl.errors import ConfigError
 from mocosfl.train import train
 
-from data_helpers import write_image_tree, write_tiny_cifar10, write_tiny_cifar100
+from data_helpers import (
+    federated_datamodule,
+    write_image_tree,
+    write_tiny_cifar10,
+    write_tiny_cifar100,
+)
 from helpers import TINY
 
 torch.set_num_threads(1)
@@ -92,17 +98,16 @@ def test_pil_blur_matches_pil_on_real_images(real_images, sigma):
 
 
 def test_blur_choice_is_wired_and_bad_values_are_one_line(compose_train):
-    import hydra
 
     cfg = compose_train([*TINY, "data.blur=kernel10"])
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.setup()
     augmentation = datamodule.step_dataset().augmentation
     assert augmentation.blur == "kernel10" and augmentation.blur_kernel_size == 3  # at 16 px
     default = MoCoV2Augmentation(32, *CIFAR10)
     assert default.blur == "pil" and default.blur_kernel_size == 13  # 3 passes of 5
     assert compose_train(TINY).data.blur == "pil"
-    bad = hydra.utils.instantiate(compose_train([*TINY, "data.blur=box"]).data)
+    bad = build_datamodule(compose_train([*TINY, "data.blur=box"]))
     with pytest.raises(ConfigError) as exc:
         bad.setup()
     message = str(exc.value)
@@ -125,7 +130,7 @@ def _datamodule(name: str, root: Path, **kwargs) -> FederatedDataModule:
         "client_batch_size": 2,
         "num_workers": 0,
     }
-    datamodule = FederatedDataModule(**{**settings, **kwargs})
+    datamodule = federated_datamodule(**{**settings, **kwargs})
     datamodule.setup()
     return datamodule
 
@@ -164,7 +169,7 @@ def test_image_folder_computes_its_statistics_from_the_training_split(tmp_path, 
     files = write_image_tree(tmp_path, per_class={"train": 6, "test": 2})
     expected = _hand_stats(files["train"])
     # several chunks of images, to count them as a large set is counted
-    monkeypatch.setattr(datasets_mod, "_STATS_PIXELS_PER_CHUNK", 5 * 32 * 32)
+    monkeypatch.setattr(image_set_mod, "_STATS_PIXELS_PER_CHUNK", 5 * 32 * 32)
     computed = _datamodule("imagefolder", tmp_path)  # stats=None: an image folder's own
     assert computed.stats == "computed"
     np.testing.assert_allclose(computed.mean, expected[0], rtol=0, atol=1e-12)
@@ -184,15 +189,14 @@ def test_statistics_survive_the_checkpoint_round_trip(compose_train, tmp_path):
     the stored ones, not with what the folder gives now; a checkpoint from before they were
     stored is read with CIFAR-10's (what every data set used then); a resume with others is
     refused."""
-    import hydra
 
     root = tmp_path / "folder"
     write_image_tree(root, per_class={"train": 24, "test": 8}, size=(16, 16))
     tiny = [o for o in TINY if not o.startswith(("data=", "data.synthetic"))]
     cfg = compose_train([*tiny, "data=imagefolder", f"data.root={root}", "trainer.max_steps=2"])
     train(cfg)
-    folder = datasets_mod.load_image_folder(str(root), "train", image_size=16)
-    folder_stats = datasets_mod.pixel_stats(folder.images)
+    folder = image_folder_mod.load_image_folder(str(root), "train", image_size=16)
+    folder_stats = image_set_mod.pixel_stats(folder.images)
     checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
     final, last = checkpoints / "final.ckpt", checkpoints / "last.ckpt"
     for path in (final, last):
@@ -221,7 +225,7 @@ def test_statistics_survive_the_checkpoint_round_trip(compose_train, tmp_path):
     assert old.step_dataset().augmentation.blur == "kernel10"
 
     # Resuming: the run's own state passes, other statistics are refused in one line.
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.setup()
     own = datamodule.state_dict()
     datamodule.load_state_dict(own)

@@ -16,6 +16,7 @@ import lightning as L
 import pytest
 import torch
 
+from mocosfl.data import build_datamodule
 from mocosfl.evaluation import accuracy, extract_features, knn_predict
 from mocosfl.train import train
 
@@ -38,7 +39,7 @@ def test_mocosfl_learns_on_real_cifar10(compose_train, cifar10_root):
     torch.set_num_threads(cfg.num_threads)
     # The same network at random initialisation: train() builds it from the same seed.
     L.seed_everything(cfg.seed)
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
     initial = hydra.utils.instantiate(
         cfg.module,

@@ -9,6 +9,7 @@ their lengths from the run.
 """
 
 import copy
+import dataclasses
 import itertools
 import math
 import types
@@ -22,19 +23,15 @@ import torch.nn.functional as F
 from omegaconf import open_dict
 
 from mocosfl.callbacks import FedAvgCallback
-from mocosfl.data.datamodule import (
-    FederatedDataModule,
-    FederatedStepDataset,
-    PoolSchedule,
-    steps_per_pass,
-)
+from mocosfl.data import FederatedDataModule, FederatedStepDataset
 from mocosfl.errors import ConfigError
 from mocosfl.models import build_split_model
 from mocosfl.sfl import MocoSFL
-from mocosfl.sfl.costs import StepPlan
+from mocosfl.sfl.plan import FederatedPlan, steps_per_pass
 from mocosfl.sfl.schedules import legacy_client_period
 from mocosfl.train import train
 
+from data_helpers import federated_datamodule
 from helpers import TINY, fit_one_step, flat_state
 
 # The paper's settings on CIFAR's 50,000 images (--auto_adjust, and the Table 2 scripts' own
@@ -83,16 +80,8 @@ def step_dataset(num_clients: int, pool_size: int, batch: int, interval: int, mo
     (no pixels are read: only pools and stream positions are asked for)."""
     size = CIFAR_TRAIN // num_clients
     parts = [np.arange(c * size, (c + 1) * size) for c in range(num_clients)]
-    return FederatedStepDataset(
-        torch.empty(0),
-        parts,
-        clients_per_step=pool_size,
-        client_batch_size=batch,
-        sync_every=interval,
-        pool=mode,
-        seed=3,
-        augmentation=None,
-    )
+    plan = FederatedPlan(num_clients, pool_size, batch, interval, mode, seed=3)
+    return FederatedStepDataset(torch.empty(0), parts, plan, seed=3, augmentation=None)
 
 
 @pytest.mark.parametrize("num_clients", [20, 200, 1000])
@@ -100,17 +89,17 @@ def test_epoch_pools_and_fedavg_follow_the_original_loop(num_clients):
     pool_size, batch, interval, num_batch, _ = PAPER[num_clients]
     steps = 2 * num_batch + num_batch // 2  # the run may end inside a code epoch
     ds = step_dataset(num_clients, pool_size, batch, interval, "epoch")
-    assert ds.schedule.epoch_steps == num_batch
+    assert ds.plan.code_epoch_steps == num_batch
     epoch_of_step, fedavg_after = original_loop(num_batch, interval, steps)
 
-    pools = [tuple(ds.pool_for_step(t)) for t in range(steps)]
+    pools = [tuple(ds.plan.pool_for_step(t)) for t in range(steps)]
     # The drawn ids differ from the original's (another generator): steps share a pool exactly
     # when they share a code epoch, each epoch draws a new one.
     assert runs(pools) == runs(epoch_of_step)
-    assert [ds.schedule.pool_index(t) for t in range(steps)] == epoch_of_step
-    assert [t for t in range(steps) if ds.schedule.ends_round(t)] == fedavg_after
+    assert [ds.plan.pool_index(t) for t in range(steps)] == epoch_of_step
+    assert [t for t in range(steps) if ds.plan.ends_round(t)] == fedavg_after
     # no round spans two pools: every pool change is preceded by a FedAvg
-    assert all(ds.schedule.ends_round(t) for t in range(steps - 1) if pools[t] != pools[t + 1])
+    assert all(ds.plan.ends_round(t) for t in range(steps - 1) if pools[t] != pools[t + 1])
 
 
 @pytest.mark.parametrize("num_clients, pools_by_round", [(20, 11), (200, 5), (1000, 1)])
@@ -120,20 +109,21 @@ def test_one_pool_per_code_epoch_where_rounds_drew_several(num_clients, pools_by
     distinct = {}
     for mode in ("round", "epoch"):
         ds = step_dataset(num_clients, pool_size, batch, interval, mode)
-        distinct[mode] = len({tuple(ds.pool_for_step(t)) for t in range(num_batch)})
+        distinct[mode] = len({tuple(ds.plan.pool_for_step(t)) for t in range(num_batch)})
     assert distinct == {"round": pools_by_round, "epoch": 1}
 
 
 def test_epoch_rounds_when_the_epoch_is_not_a_multiple_of_sync_every():
-    schedule = PoolSchedule("epoch", sync_every=12, epoch_steps=125)
-    ends = [t for t in range(250) if schedule.ends_round(t)]
+    plan = FederatedPlan(20, 5, 20, sync_every=12, pool="epoch", code_epoch_steps=125)
+    ends = [t for t in range(250) if plan.ends_round(t)]
     assert ends[:11] == [11, 23, 35, 47, 59, 71, 83, 95, 107, 119, 124]  # 10 x 12, then 5
     assert ends[11:13] == [136, 148]  # the next epoch counts from its own first step
-    assert [t for t in range(10) if PoolSchedule("epoch", 50, 4).ends_round(t)] == [3, 7]
-    assert not any(PoolSchedule("epoch", 0, 4).ends_round(t) for t in range(10))
+    short = FederatedPlan(sync_every=50, pool="epoch", code_epoch_steps=4)
+    assert [t for t in range(10) if short.ends_round(t)] == [3, 7]
+    never = dataclasses.replace(short, sync_every=0)
+    assert not any(never.ends_round(t) for t in range(10))
     # the costs count the same FedAvg events: 2 epochs of 11 and 6 of the third
-    plan = StepPlan(20, 5, 20, sync_every=12, pool="epoch", code_epoch_steps=125)
-    assert plan.syncs_in_run(320) == sum(schedule.ends_round(t) for t in range(320)) + 1
+    assert plan.syncs_in_run(320) == sum(plan.ends_round(t) for t in range(320)) + 1
     assert plan.clients_per_sync() == 5.0
 
 
@@ -143,7 +133,7 @@ def test_epoch_stream_positions_count_the_steps_each_client_played():
     played = np.zeros(20, dtype=np.int64)
     expected = {}
     for t in range(600):
-        pool = ds.pool_for_step(t)
+        pool = ds.plan.pool_for_step(t)
         expected[t] = (pool, played[pool] * 20)
         played[pool] += 1
     for t in [0, 124, 125, 599, 300, 3, 300]:  # forward, backward, repeated
@@ -153,6 +143,7 @@ def test_epoch_stream_positions_count_the_steps_each_client_played():
 
 
 def small_datamodule(**kw) -> FederatedDataModule:
+    """Synthetic data for 6 clients, 2 a step, code epochs as pools; ``kw`` changes settings."""
     args = dict(
         name="synthetic",
         root="",
@@ -167,7 +158,7 @@ def small_datamodule(**kw) -> FederatedDataModule:
         synthetic={"train_size": 200, "test_size": 10, "seed": 0},
         seed=5,
     )
-    dm = FederatedDataModule(**{**args, **kw})
+    dm = federated_datamodule(**{**args, **kw})
     dm.setup()
     return dm
 
@@ -176,16 +167,12 @@ def test_code_epoch_is_one_pass_over_client_0_and_can_be_set():
     dm = small_datamodule(partition="dirichlet", dirichlet_alpha=0.3)
     sizes = dm.client_sizes
     assert len(set(sizes.tolist())) > 1  # unequal sizes: client 0's pass decides
-    assert dm.code_epoch_steps == math.ceil(sizes[0] / 4)
-    assert (
-        dm.step_dataset().schedule
-        == dm.pool_schedule
-        == PoolSchedule("epoch", 2, dm.code_epoch_steps)
-    )
+    assert dm.plan.code_epoch_steps == math.ceil(sizes[0] / 4)
+    assert dm.step_dataset().plan == dm.plan
     fixed = small_datamodule(code_epoch_steps=7)
-    assert fixed.code_epoch_steps == 7 and fixed.step_dataset().schedule.epoch_steps == 7
-    with pytest.raises(ConfigError, match=r"data\.code_epoch_steps=0"):
-        FederatedDataModule(name="synthetic", root="", code_epoch_steps=0).check_settings()
+    assert fixed.plan.code_epoch_steps == 7 and fixed.step_dataset().plan == fixed.plan
+    with pytest.raises(ConfigError, match=r"sfl\.code_epoch_steps=0"):
+        FederatedPlan(code_epoch_steps=0)
 
 
 @pytest.mark.parametrize("num_clients", sorted(PAPER))
@@ -244,7 +231,7 @@ def test_legacy_client_period_comes_from_the_data_modules_pool():
     module.trainer = types.SimpleNamespace(datamodule=dm)
     module.setup("fit")
     assert module.client_schedule.legacy_period == 200 * 4
-    assert module.code_epoch_steps == dm.code_epoch_steps
+    assert module.code_epoch_steps == dm.plan.code_epoch_steps
     pinned = tiny_module(client_schedule="legacy_per_client_step", legacy_client_period=7)
     pinned.trainer = types.SimpleNamespace(datamodule=dm)
     pinned.setup("fit")
@@ -255,17 +242,16 @@ def test_legacy_client_period_comes_from_the_data_modules_pool():
         alone.setup("fit")
 
 
-def test_fedavg_follows_the_data_modules_rounds():
+def test_fedavg_follows_the_plans_rounds():
     dm = small_datamodule()
-    callback = FedAvgCallback(every=2)
-    trainer = types.SimpleNamespace(datamodule=dm)
-    callback.on_train_start(trainer, None)
-    assert callback.schedule == dm.pool_schedule
-    with pytest.raises(ConfigError, match=r"callbacks\.fedavg\.every=3"):
-        FedAvgCallback(every=3).on_train_start(trainer, None)
-    alone = FedAvgCallback(every=3)
-    alone.on_train_start(types.SimpleNamespace(datamodule=None), None)
-    assert [t for t in range(9) if alone.schedule.ends_round(t)] == [2, 5, 8]
+    callback = FedAvgCallback()
+    callback.on_train_start(types.SimpleNamespace(datamodule=dm), None)
+    assert callback.plan == dm.plan
+    given = FedAvgCallback(plan=FederatedPlan(sync_every=3))
+    given.on_train_start(types.SimpleNamespace(datamodule=None), None)
+    assert [t for t in range(9) if given.plan.ends_round(t)] == [2, 5, 8]
+    with pytest.raises(ConfigError, match="FederatedPlan"):
+        FedAvgCallback().on_train_start(types.SimpleNamespace(datamodule=None), None)
 
 
 # 48 images over 4 clients, 4 a step: code epochs of 3 steps, each a round of 2 and one of 1.

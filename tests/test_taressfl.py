@@ -5,19 +5,20 @@ server)."""
 import json
 from pathlib import Path
 
-import hydra
 import numpy as np
 import pytest
 import torch
 from omegaconf import open_dict
 
 from mocosfl.api import load_module
-from mocosfl.data.datasets import DATASET_STATS
+from mocosfl.data import build_datamodule
+from mocosfl.data.image_set import DATASET_STATS
 from mocosfl.data.transforms import normalize
 from mocosfl.errors import ConfigError
 from mocosfl.privacy import AttackSettings, ExpertDataModule, attack_checkpoint
 from mocosfl.privacy.data import denormalize
 from mocosfl.privacy.taressfl import init_from_checkpoint
+from mocosfl.sfl.plan import FederatedPlan
 from mocosfl.train import train
 
 from data_helpers import write_tiny_cifar10
@@ -26,7 +27,7 @@ from helpers import CLASS_SPLIT, ONE_CLIENT, STAGE1, TINY, flat_state
 
 def test_expert_data_splits_classes_and_serves_auxiliary_then_target(compose_train):
     cfg = compose_train(STAGE1)
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.setup()
     for split in ("train", "val", "test"):
         _, labels = datamodule.split_images(split)
@@ -52,7 +53,7 @@ def test_expert_data_splits_classes_and_serves_auxiliary_then_target(compose_tra
     ],
 )
 def test_expert_data_refuses_bad_settings(compose_train, override, message):
-    datamodule = hydra.utils.instantiate(compose_train([*STAGE1, override]).data)
+    datamodule = build_datamodule(compose_train([*STAGE1, override]))
     with pytest.raises(ConfigError, match=message):
         datamodule.check_settings()
 
@@ -69,9 +70,7 @@ def test_expert_data_normalises_each_set_with_its_own_statistics(tmp_path, monke
         root=str(tmp_path),
         download=False,
         val_images=10,
-        num_clients=1,
-        clients_per_step=1,
-        client_batch_size=3,
+        plan=FederatedPlan(num_clients=1, clients_per_step=1, client_batch_size=3),
         target_fraction=0.5,
         aux={"name": "synthetic", "synthetic": {"train_size": 40, "test_size": 8}, "batch_size": 5},
     )

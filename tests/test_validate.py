@@ -8,11 +8,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from mocosfl.data import FederatedDataModule
 from mocosfl.data.partition import make_partition
 from mocosfl.errors import ConfigError
 from mocosfl.models import build_split_model
 from mocosfl.sfl import MocoSFL
+from mocosfl.sfl.plan import FederatedPlan
 from mocosfl.sfl.schedules import LRSchedule
 from mocosfl.utils.validate import (
     CONFIG_DIR,
@@ -95,19 +95,18 @@ def test_a_bad_value_is_named_by_its_key(compose_train, override, message):
 )
 def test_a_wrong_type_is_named_by_the_key_typed(compose_train, overrides, message):
     found = problems(compose_train, *overrides)
-    assert found == message  # once: not again under data.num_clients, module.num_clients, ...
+    assert found == message  # once: not again under module.num_clients
 
 
-def test_values_copied_into_data_are_reported_under_sfl(compose_train):
+def test_values_copied_into_the_module_are_reported_under_sfl(compose_train):
     found = problems(compose_train, "sfl.clients_per_step=7")  # 5 clients by default
     assert found.startswith("sfl.clients_per_step=7 is larger than sfl.num_clients=5"), found
-    assert "data." not in found
-    found = problems(compose_train, "sfl.sync_every=-2")
-    assert found.startswith("sfl.sync_every=-2") and "data." not in found, found
+    found = problems(compose_train, "sfl.num_clients=-2")
+    assert found.startswith("sfl.num_clients=-2") and "module." not in found, found
 
 
-def test_a_setting_set_directly_in_data_is_reported_there(compose_train):
-    assert problems(compose_train, "data.num_clients=0").startswith("data.num_clients=0")
+def test_a_setting_set_directly_in_the_module_is_reported_there(compose_train):
+    assert problems(compose_train, "module.num_clients=0").startswith("module.num_clients=0")
 
 
 def test_every_problem_is_listed_in_one_line(compose_train):
@@ -151,12 +150,13 @@ def test_the_overhead_config_validates(tmp_path):
 
 
 # -- the objects built from Python name the same keys -------------------------------------------
-def test_data_module_names_the_sfl_keys():
-    module = FederatedDataModule(name="synthetic", root="unused", num_clients=5, clients_per_step=7)
+def test_the_plan_names_the_sfl_keys():
     with pytest.raises(ConfigError, match=r"^sfl\.clients_per_step=7 is larger than sfl\.num"):
-        module.check_settings()
+        FederatedPlan(num_clients=5, clients_per_step=7)
     with pytest.raises(ConfigError, match=r"^sfl\.sync_every=-1"):
-        FederatedDataModule(name="synthetic", root="unused", sync_every=-1).check_settings()
+        FederatedPlan(sync_every=-1)
+    with pytest.raises(ConfigError, match=r"^unknown sfl\.pool='daily'"):
+        FederatedPlan(pool="daily")
     with pytest.raises(ConfigError, match=r"lower sfl\.num_clients"):
         make_partition("iid", np.zeros(3, dtype=np.int64), 4, seed=0)
 

@@ -24,19 +24,19 @@ import hydra
 import torch
 from torch import nn
 
-from mocosfl.data import FederatedDataModule
-from mocosfl.data.transforms import BLUR_BEFORE_CHOICE
+from mocosfl.data import FederatedDataModule, build_datamodule
 from mocosfl.errors import ConfigError
 from mocosfl.evaluation import ProbeSettings
 from mocosfl.sfl import MocoSFL
 from mocosfl.utils.run import CONFIG_DIR
+from mocosfl.utils.upgrade import upgrade_run_config
 
 FINAL_FORMAT = "mocosfl-final"
 
 
 def load_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
     """The checkpoint dict, memory-mapped (reading ``run_config`` alone touches no weights),
-    with ``weights_only=True``."""
+    with ``weights_only=True``; its run config in today's layout (:func:`upgrade_run_config`)."""
     path = Path(ckpt_path)
     if not path.is_file():
         raise ConfigError(f"ckpt_path={ckpt_path} does not exist")
@@ -55,6 +55,10 @@ def load_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
         raise ConfigError(
             f"{ckpt_path} has no run_config; use a checkpoint written by mocosfl.train"
         )
+    ckpt["run_config"] = upgrade_run_config(ckpt["run_config"])
+    if ckpt.get("run_source"):
+        source = ckpt["run_source"]
+        ckpt["run_source"] = {**source, "config": upgrade_run_config(source["config"])}
     return ckpt
 
 
@@ -117,7 +121,7 @@ def load_datamodule(ckpt_path: str | Path, **overrides: Any) -> FederatedDataMod
     replace ``data.*`` settings that do not change the split, e.g. ``root`` (the data moved),
     ``num_workers`` or ``eval_batch_size``."""
     ckpt = load_checkpoint(ckpt_path)
-    data = {"blur": BLUR_BEFORE_CHOICE, **ckpt["run_config"]["data"]}
+    data = ckpt["run_config"]["data"]
     unknown = sorted(set(overrides) - set(data))
     if unknown:
         raise ConfigError(
@@ -129,7 +133,7 @@ def load_datamodule(ckpt_path: str | Path, **overrides: Any) -> FederatedDataMod
             "data.stats cannot be overridden: a checkpoint is evaluated with the normalisation "
             "statistics it was trained with"
         )
-    datamodule = hydra.utils.instantiate({**data, **overrides})
+    datamodule = build_datamodule(ckpt["run_config"], **overrides)
     # final.ckpt keeps the data state under "partition", a training checkpoint under the data
     # module's class name (Lightning's key)
     state = ckpt.get("partition", ckpt.get(type(datamodule).__qualname__, {}))

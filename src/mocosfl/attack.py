@@ -13,24 +13,20 @@ decoder's training as it goes (``attack.progress``) and ends with a short summar
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import mocosfl  # noqa: F401  (registers the config resolvers)
 from mocosfl.api import load_checkpoint
 from mocosfl.callbacks.attack import log_reconstructions
-from mocosfl.errors import ConfigError
+from mocosfl.cli import data_overrides, hydra_entry, required_checkpoint
 from mocosfl.privacy.attack import AttackResult, AttackSettings, attack_checkpoint
 from mocosfl.utils.run import (
-    CONFIG_DIR,
     instantiate_each,
     resolve_device,
-    user_errors,
     with_num_threads,
     write_metrics,
 )
 from mocosfl.utils.summary import print_summary
-from mocosfl.utils.validate import check_overrides_or_exit
 
 
 def log_attack(
@@ -69,8 +65,7 @@ def print_attack_summary(cfg: DictConfig, result: AttackResult, written: list[Pa
 @with_num_threads
 def attack(cfg: DictConfig) -> dict[str, Any]:
     """Attack ``cfg.ckpt_path`` as ``cfg.attack`` says, write the outputs, return metrics.json."""
-    if not cfg.ckpt_path:
-        raise ConfigError("ckpt_path is required, e.g. ckpt_path=<run dir>/checkpoints/final.ckpt")
+    ckpt_path = required_checkpoint(cfg)
     options = OmegaConf.to_container(cfg.attack, resolve=True)
     settings = AttackSettings.from_config(
         {**options.pop("decoder"), "seed": cfg.seed, "protocol": options.pop("protocol")}
@@ -79,13 +74,13 @@ def attack(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    run_config = load_checkpoint(cfg.ckpt_path)["run_config"]
+    run_config = load_checkpoint(ckpt_path)["run_config"]
     result = attack_checkpoint(
-        cfg.ckpt_path,
+        ckpt_path,
         **options,
         settings=settings,
         device=resolve_device(cfg.device),
-        data_overrides={k: v for k, v in cfg.data.items() if v is not None},
+        data_overrides=data_overrides(cfg),
     )
     written = result.save(out_dir, grid_images)
     hyperparams = {**OmegaConf.to_container(cfg, resolve=True), "run": run_config}
@@ -95,19 +90,13 @@ def attack(cfg: DictConfig) -> dict[str, Any]:
         result.metrics(),
         attack_protocol=result.protocol,
         seed=cfg.seed,
-        ckpt_path=str(cfg.ckpt_path),
+        ckpt_path=ckpt_path,
     )
     print_attack_summary(cfg, result, [out_dir / "metrics.json", *written])
     return record
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="attack")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point."""
-    with user_errors():
-        attack(cfg)
-
+main = hydra_entry("attack", attack)
 
 if __name__ == "__main__":
-    check_overrides_or_exit("attack")
     main()

@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 import mocosfl  # noqa: F401  (registers the config resolvers)
 from mocosfl.api import load_datamodule, load_module
+from mocosfl.cli import data_overrides, hydra_entry, required_checkpoint
 from mocosfl.errors import ConfigError
 from mocosfl.evaluation import (
     ProbeResult,
@@ -28,15 +28,12 @@ from mocosfl.evaluation import (
     train_probe,
 )
 from mocosfl.utils.run import (
-    CONFIG_DIR,
     instantiate_each,
     resolve_device,
-    user_errors,
     with_num_threads,
     write_metrics,
 )
 from mocosfl.utils.summary import duration, print_summary
-from mocosfl.utils.validate import check_overrides_or_exit
 
 KINDS = ("probe", "knn")
 SPLITS = ("train", "val", "test")
@@ -76,8 +73,7 @@ def log_run(
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score ``cfg.ckpt_path`` as ``cfg.eval`` says, log it, and write ``metrics.json``;
     returns its content."""
-    if not cfg.ckpt_path:
-        raise ConfigError("ckpt_path is required, e.g. ckpt_path=<run dir>/checkpoints/final.ckpt")
+    ckpt_path = required_checkpoint(cfg)
     kind, name = cfg.eval.kind, cfg.eval.name
     if kind not in KINDS:
         raise ConfigError(f"eval.kind={kind!r}; choose {' or '.join(KINDS)}")
@@ -86,11 +82,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
 
-    module = load_module(cfg.ckpt_path)
+    module = load_module(ckpt_path)
     seed = module.run_config["seed"] if cfg.seed is None else cfg.seed
-    datamodule = load_datamodule(
-        cfg.ckpt_path, **{k: v for k, v in cfg.data.items() if v is not None}
-    )
+    datamodule = load_datamodule(ckpt_path, **data_overrides(cfg))
     datamodule.setup()
     encoder = module.encoder(cfg.eval.feature)
     device = resolve_device(cfg.device)
@@ -112,7 +106,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     hyperparams["run"] = module.run_config  # the training run's settings, to filter runs by
     log_run(instantiate_each(cfg.logger), hyperparams, metrics, result)
     record = write_metrics(
-        out_dir / "metrics.json", metrics, seed=seed, eval=name, ckpt_path=str(cfg.ckpt_path)
+        out_dir / "metrics.json", metrics, seed=seed, eval=name, ckpt_path=ckpt_path
     )
     rows = [("run directory", out_dir), ("checkpoint", cfg.ckpt_path), ("evaluation", name)]
     rows += [(f"{key} (%)", value) for key, value in metrics.items()]
@@ -121,13 +115,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return record
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point."""
-    with user_errors():
-        evaluate(cfg)
-
+main = hydra_entry("eval", evaluate)
 
 if __name__ == "__main__":
-    check_overrides_or_exit("eval")
     main()

@@ -2,7 +2,7 @@
 
 Composes the config ``python -m mocosfl.train`` would run (conf/overhead.yaml), builds its split
 model, measures the client and works out each client's traffic per epoch and over the run
-(:mod:`mocosfl.sfl.costs`); nothing is trained. Prints the table next to the paper's Table 1
+(:mod:`mocosfl.costs`); nothing is trained. Prints the table next to the paper's Table 1
 (docs/paper.md, "Communication") and writes ``overhead.json`` into the run directory.
 """
 
@@ -16,16 +16,18 @@ import hydra
 from omegaconf import DictConfig
 
 import mocosfl  # noqa: F401  (registers the config resolvers)
-from mocosfl.data import FederatedDataModule
+from mocosfl.cli import hydra_entry
+from mocosfl.costs import MB, MFLOPS, RunCosts, cut_traffic_per_image, run_costs
+from mocosfl.data import FederatedDataModule, build_datamodule, plan_of
 from mocosfl.errors import ConfigError
-from mocosfl.sfl.costs import MB, MFLOPS, RunCosts, StepPlan, cut_traffic_per_image, run_costs
-from mocosfl.utils.run import CONFIG_DIR, user_errors, with_num_threads
+from mocosfl.utils.run import with_num_threads
 from mocosfl.utils.summary import print_summary
-from mocosfl.utils.validate import check_overrides_or_exit, validate_config
+from mocosfl.utils.validate import validate_config
 
-# Reference section 5.4: CIFAR-10, ResNet-18, per client, MB = 2**20 bytes; 1000 clients,
-# 200 syncs, 50 images a client in each of 200 epochs. The original's formulas: weights = one
-# client model a sync, latents = 2 x images x latent size (halved for TAResSFL).
+# The paper's Table 1 (docs/paper.md, Communication): CIFAR-10, ResNet-18, per client, MB =
+# 2**20 bytes; 1000 clients, 200 syncs, 50 images a client in each of 200 epochs. The original's
+# formulas: weights = one client model a sync, latents = 2 x images x latent size (halved for
+# TAResSFL).
 # {scheme: (weights, latents, total)}
 PAPER_TABLE1: dict[str, tuple[float, float, float]] = {
     "FL-SSL (Zhuang 2022)": (8269.2, 0.0, 8269.2),
@@ -44,18 +46,18 @@ PAPER_SCHEME_OF_CUT = {1: "MocoSFL-1", 2: "MocoSFL-3"}
 KNOWN_TRAIN_SPLIT = {"cifar10": 50_000, "cifar100": 50_000}
 
 
-def steps_per_epoch(data_cfg: DictConfig) -> int:
+def steps_per_epoch(cfg: DictConfig) -> int:
     """The run's epoch in steps: from the settings for CIFAR (no files needed), else from the
     data module itself (synthetic images take a fraction of a second, a folder is read once; a
     subclass such as TAResSFL's expert data defines its own epoch)."""
-    datamodule = hydra.utils.instantiate(data_cfg)
+    datamodule = build_datamodule(cfg)
     if type(datamodule) is FederatedDataModule and datamodule.name in KNOWN_TRAIN_SPLIT:
         datamodule.check_settings()  # what setup() checks before it reads any data
         images = datamodule.split_sizes(KNOWN_TRAIN_SPLIT[datamodule.name])[1]
     else:
         datamodule.setup("fit")
         images = datamodule.num_train_images
-    return math.ceil(images / datamodule.server_batch_size)
+    return math.ceil(images / datamodule.plan.server_batch_size)
 
 
 def total_steps(trainer_cfg: DictConfig, epoch_steps: int) -> int:
@@ -170,12 +172,12 @@ def format_report(cfg: DictConfig, costs: RunCosts) -> str:
 def overhead(cfg: DictConfig) -> dict[str, Any]:
     """Measure and compute the config's costs, print the table, write ``overhead.json``;
     returns its content."""
-    epoch_steps = steps_per_epoch(cfg.data)
+    epoch_steps = steps_per_epoch(cfg)
     split_model = hydra.utils.instantiate(cfg.model)
     costs = run_costs(
         split_model.client,
         (3, cfg.data.image_size, cfg.data.image_size),
-        StepPlan.from_settings(cfg.sfl),
+        plan_of(cfg),  # its code epoch unknown: rounds of sfl.sync_every steps
         steps_per_epoch=epoch_steps,
         total_steps=total_steps(cfg.trainer, epoch_steps),
         symmetric=cfg.sfl.symmetric,
@@ -195,14 +197,13 @@ def overhead(cfg: DictConfig) -> dict[str, Any]:
     return record
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="overhead")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point."""
-    with user_errors():
-        validate_config(cfg)
-        overhead(cfg)
+def checked_overhead(cfg: DictConfig) -> dict[str, Any]:
+    """:func:`overhead` after the config's types and ranges are checked."""
+    validate_config(cfg)
+    return overhead(cfg)
 
+
+main = hydra_entry("overhead", checked_overhead)
 
 if __name__ == "__main__":
-    check_overrides_or_exit("overhead")
     main()

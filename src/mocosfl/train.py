@@ -17,20 +17,20 @@ from omegaconf import DictConfig, OmegaConf
 import mocosfl  # noqa: F401  (registers the config resolvers)
 from mocosfl.api import final_checkpoint, load_checkpoint
 from mocosfl.callbacks import FedAvgCallback, RunInterrupted
+from mocosfl.cli import hydra_entry
+from mocosfl.data import build_datamodule
 from mocosfl.errors import ConfigError
 from mocosfl.privacy.taressfl import init_from_checkpoint
 from mocosfl.utils.history import HistoryLogger
 from mocosfl.utils.plots import label_histogram
 from mocosfl.utils.resume import frozen_source, resume_checkpoint, resumed_config
 from mocosfl.utils.run import (
-    CONFIG_DIR,
     instantiate_each,
-    user_errors,
     with_num_threads,
     write_metrics,
 )
 from mocosfl.utils.summary import duration, print_summary
-from mocosfl.utils.validate import check_overrides_or_exit, validate_config
+from mocosfl.utils.validate import validate_config
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -154,7 +154,7 @@ def fit(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.setup("fit")  # every data check runs now, before any model is built
     callbacks = instantiate_each(cfg.callbacks)
     if not any(isinstance(cb, FedAvgCallback) for cb in callbacks):
@@ -164,9 +164,9 @@ def fit(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, Any]:
         )
     loggers = [*instantiate_each(cfg.logger), HistoryLogger(out_dir)]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
-    if datamodule.clients_per_step % trainer.world_size:
+    if datamodule.plan.clients_per_step % trainer.world_size:
         raise ConfigError(
-            f"sfl.clients_per_step={datamodule.clients_per_step} cannot be split evenly over "
+            f"sfl.clients_per_step={datamodule.plan.clients_per_step} cannot be split evenly over "
             f"{trainer.world_size} processes (trainer.devices x trainer.num_nodes)"
         )
     # Built in the run's dtype (on the CPU, as before), so that a resume of a 64-true run
@@ -205,24 +205,18 @@ def fit(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, Any]:
     return record
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns ``optimized_metric`` for sweepers."""
-    with user_errors():
-        validate_config(cfg)
-        metrics = train(cfg)
-        if "interrupted" in metrics:  # the conventional exit status of a signalled process
-            sys.exit(128 + signal.Signals[metrics["interrupted"]].value)
+def sweep_job(cfg: DictConfig) -> float | None:
+    """:func:`train` after the config's types and ranges are checked; returns
+    ``optimized_metric`` for sweepers, and exits as a signalled process when interrupted."""
+    validate_config(cfg)
+    metrics = train(cfg)
+    if "interrupted" in metrics:  # the conventional exit status of a signalled process
+        sys.exit(128 + signal.Signals[metrics["interrupted"]].value)
     name = cfg.get("optimized_metric")
     return metrics.get(name) if name else None
 
 
-def cli() -> None:
-    """``python -m mocosfl.train`` and ``mocosfl-train``: a mistyped key gets its one-line
-    "did you mean" before Hydra parses the command line."""
-    check_overrides_or_exit("train")
-    main()
-
+cli = hydra_entry("train", sweep_job)  # python -m mocosfl.train, mocosfl-train
 
 if __name__ == "__main__":
     cli()

@@ -2,12 +2,12 @@
 
 import lightning as L
 
-from mocosfl.sfl.costs import StepPlan, run_costs
+from mocosfl.costs import run_costs
 from mocosfl.utils.logging import log_now
 
 
 class CostCallback(L.Callback):
-    """At the start of training, logs the ``cost/*`` metrics of :class:`mocosfl.sfl.costs.RunCosts`
+    """At the start of training, logs the ``cost/*`` metrics of :class:`mocosfl.costs.RunCosts`
     (client params, MFLOPs and activation MB per image, MB each client uploads and downloads per
     epoch and over the run; MB = 2**20 bytes). They reach every logger and ``metrics.json``.
 
@@ -24,7 +24,7 @@ class CostCallback(L.Callback):
         costs = run_costs(
             pl_module.bank.template(),
             (3, datamodule.image_size, datamodule.image_size),
-            StepPlan.from_settings(datamodule),
+            datamodule.plan,
             steps_per_epoch=datamodule.steps_per_epoch,
             total_steps=int(trainer.estimated_stepping_batches),
             symmetric=pl_module.symmetric,

@@ -3,57 +3,48 @@
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_warn
 
-from mocosfl.data.datamodule import PoolSchedule
 from mocosfl.errors import ConfigError
+from mocosfl.sfl.plan import FederatedPlan
 from mocosfl.utils.logging import log_now
 
 
 class FedAvgCallback(L.Callback):
     """Ends every round with FedAvg of the clients that trained in it: the round's pool.
 
-    Rounds are the data module's (its ``pool_schedule``), so that a round never spans two
-    pools: every ``every`` steps, or with ``sfl.pool=epoch`` after every ``every``-th step of a
-    code epoch and after its last one (:class:`~mocosfl.data.datamodule.PoolSchedule`). Without
-    such a data module, every ``every`` steps.
+    Rounds are those of the run's :class:`~mocosfl.sfl.plan.FederatedPlan` (``plan``, else the
+    data module's ``plan`` at the start of training), so that a round never spans two pools.
 
     The averaging itself (weights, momentum copies) belongs to the module's client bank, which
     knows who trained since the last FedAvg; this callback only decides when, and logs
-    ``fl/divergence`` (measured before the sync) and ``fl/syncs``. ``every=0`` trains without
-    FedAvg (clients never meet) and warns.
+    ``fl/divergence`` (measured before the sync) and ``fl/syncs``. A plan with ``sync_every=0``
+    trains without FedAvg (clients never meet) and warns.
     """
 
-    def __init__(self, every: int, sync_momentum: bool = True) -> None:
-        if every < 0:
-            raise ValueError(f"sfl.sync_every must be >= 0, got {every}")
-        self.every = every
+    def __init__(self, sync_momentum: bool = True, plan: FederatedPlan | None = None) -> None:
         self.sync_momentum = sync_momentum
+        self.plan = plan
         self.syncs = 0
-        self.schedule = PoolSchedule("round", every)  # until the data module's is known
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.every == 0:
-            rank_zero_warn("sfl.sync_every=0: FedAvg is off, the clients are never averaged")
-        self.schedule = self.rounds_of(trainer)
-
-    def rounds_of(self, trainer: L.Trainer) -> PoolSchedule:
-        """The data module's schedule, which must end rounds every ``every`` steps as well."""
-        schedule = getattr(trainer.datamodule, "pool_schedule", None)
-        if schedule is None:
-            return self.schedule
-        if schedule.sync_every != self.every:
+        plan = getattr(trainer.datamodule, "plan", None)
+        self.plan = plan if plan is not None else self.plan
+        if self.plan is None:
             raise ConfigError(
-                f"callbacks.fedavg.every={self.every} but the data's rounds are "
-                f"sfl.sync_every={schedule.sync_every} steps: a round would span two pools; "
-                "set sfl.sync_every only"
+                "FedAvgCallback needs the run's FederatedPlan: train with a data module that "
+                "has one (FederatedDataModule) or pass plan="
             )
-        return schedule
+        if self.plan.sync_every == 0:
+            rank_zero_warn(
+                "sfl.sync_every=0: FedAvg is off, the clients are never averaged and a new pool "
+                "is drawn every step (every code epoch with sfl.pool=epoch)"
+            )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.schedule.ends_round(trainer.global_step - 1):  # the step just taken
+        if self.plan.ends_round(trainer.global_step - 1):  # the step just taken
             self.sync(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.every:
+        if self.plan.sync_every:
             self.sync(trainer, pl_module)
 
     def sync(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -1,24 +1,12 @@
 """Data: in-memory image sets, client partitions, batched MoCo v2 augmentation and the
 federated data module (one federated batch per training step)."""
 
-from .datamodule import (
-    EvalImages,
-    FederatedDataModule,
-    FederatedStepDataset,
-    StepSampler,
-    eval_loader,
-    pool_for_round,
-    step_seed,
-)
-from .datasets import (
-    DATASET_NAMES,
-    DATASET_STATS,
-    ImageSet,
-    load_cifar,
-    load_image_folder,
-    load_image_set,
-    make_synthetic,
-)
+from .cifar import load_cifar
+from .datasets import DATASET_NAMES, load_image_set
+from .eval_images import EvalImages, eval_loader
+from .image_folder import load_image_folder
+from .image_set import DATASET_STATS, ImageSet
+from .module import FederatedDataModule, build_datamodule, plan_of
 from .partition import (
     PARTITION_KINDS,
     label_counts,
@@ -27,19 +15,21 @@ from .partition import (
     partition_iid,
     partition_shards,
 )
-from .transforms import EvalTransform, MoCoV2Augmentation, hsv_to_rgb, normalize, rgb_to_hsv
+from .stream import FederatedStepDataset, StepSampler, step_seed
+from .synthetic import make_synthetic
+from .transforms import MoCoV2Augmentation, hsv_to_rgb, normalize, rgb_to_hsv
 
 __all__ = [
     "DATASET_NAMES",
     "DATASET_STATS",
     "PARTITION_KINDS",
     "EvalImages",
-    "EvalTransform",
     "FederatedDataModule",
     "FederatedStepDataset",
     "ImageSet",
     "MoCoV2Augmentation",
     "StepSampler",
+    "build_datamodule",
     "eval_loader",
     "hsv_to_rgb",
     "label_counts",
@@ -52,7 +42,7 @@ __all__ = [
     "partition_dirichlet",
     "partition_iid",
     "partition_shards",
-    "pool_for_round",
+    "plan_of",
     "rgb_to_hsv",
     "step_seed",
 ]

@@ -41,7 +41,6 @@ from torchvision.ops import roi_align
 
 __all__ = [
     "BLUR_KINDS",
-    "EvalTransform",
     "MoCoV2Augmentation",
     "hsv_to_rgb",
     "normalize",
@@ -80,17 +79,6 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
     if images.dtype == torch.uint8:
         x = x / 255.0
     return (x - _stats_tensor(mean, x)) / _stats_tensor(std, x)
-
-
-class EvalTransform:
-    """Evaluation transform: ``normalize`` with fixed statistics (no randomness)."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return normalize(images, self.mean, self.std)
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:

@@ -40,8 +40,8 @@ from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from mocosfl.api import load_datamodule, load_module
-from mocosfl.data.datamodule import FederatedDataModule
 from mocosfl.data.datasets import load_image_set
+from mocosfl.data.module import FederatedDataModule
 from mocosfl.data.transforms import normalize
 from mocosfl.errors import ConfigError
 from mocosfl.privacy.decoder import Decoder

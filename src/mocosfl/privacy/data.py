@@ -10,6 +10,7 @@ statistics (the original de-normalises auxiliary images with the target's: docs/
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,8 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mocosfl.data.datamodule import FederatedDataModule, FederatedStepDataset
-from mocosfl.data.datasets import DATASET_STATS, ImageSet, load_image_set
+from mocosfl.data.datasets import load_image_set
+from mocosfl.data.image_set import DATASET_STATS, ImageSet
+from mocosfl.data.module import FederatedDataModule
+from mocosfl.data.stream import FederatedStepDataset
 from mocosfl.errors import ConfigError
 
 Stats = tuple[Sequence[float], Sequence[float]]  # (mean, std) per channel
@@ -99,7 +102,7 @@ class ExpertDataModule(FederatedDataModule):
         self.target_fraction = float(target_fraction)
         self.target_classes = None if target_classes is None else [int(c) for c in target_classes]
         self.aux = dict(aux or {})
-        self.aux_batch_size = int(self.aux.get("batch_size") or self.client_batch_size)
+        self.aux_batch_size = int(self.aux.get("batch_size") or self.plan.client_batch_size)
         self.aux_set: ImageSet | None = None
         self.aux_indices: np.ndarray | None = None
 
@@ -109,9 +112,9 @@ class ExpertDataModule(FederatedDataModule):
         unknown = sorted(set(self.aux) - set(_AUX_KEYS))
         checks = [
             (
-                self.num_clients == 1 and self.clients_per_step == 1,
-                f"the expert is one client: set sfl.num_clients=1 and sfl.clients_per_step=1 "
-                f"(got {self.num_clients} and {self.clients_per_step})",
+                self.plan.num_clients == 1,
+                "the expert is one client: set sfl.num_clients=1 and sfl.clients_per_step=1 "
+                f"(got sfl.num_clients={self.plan.num_clients})",
             ),
             (
                 0 <= self.target_fraction <= 1,
@@ -167,13 +170,21 @@ class ExpertDataModule(FederatedDataModule):
 
     def _expert_steps(self) -> ExpertStepDataset:
         """Auxiliary then target stream (the target one only with a non-empty share)."""
+        share = self.client_parts[0].shape[0]  # none: the module's code epoch is Lightning's
+        self.plan = self._configured_plan.with_client0(share) if share else self._configured_plan
         aux_name = str(self.aux.get("name") or self.name).lower()
         aux_stats = DATASET_STATS.get(aux_name, (self.mean, self.std))
         aux_seed = int(np.random.SeedSequence([self.seed, _AUX_SEED_STREAM]).generate_state(1)[0])
         target_stats = (self.mean, self.std)
         sources = [
             (self.aux_set, self.aux_indices, self.aux_batch_size, aux_seed, aux_stats),
-            (self.train_set, self.client_parts[0], self.client_batch_size, self.seed, target_stats),
+            (
+                self.train_set,
+                self.client_parts[0],
+                self.plan.client_batch_size,
+                self.seed,
+                target_stats,
+            ),
         ]
         streams, stats = [], []
         for images, indices, batch_size, seed, (mean, std) in sources:
@@ -183,10 +194,9 @@ class ExpertDataModule(FederatedDataModule):
                 FederatedStepDataset(
                     images.images,
                     [indices],
-                    clients_per_step=1,
-                    client_batch_size=batch_size,
-                    sync_every=self.sync_every,
-                    pool=self.pool,
+                    dataclasses.replace(
+                        self._configured_plan, client_batch_size=batch_size, seed=seed
+                    ),
                     seed=seed,
                     augmentation=self.make_augmentation(mean, std),
                 )
@@ -212,7 +222,7 @@ class ExpertDataModule(FederatedDataModule):
         """One pass over the larger of the auxiliary set and the expert's target share."""
         self._require_setup()
         passes = [self.aux_indices.shape[0] / self.aux_batch_size]
-        passes.append(self.client_parts[0].shape[0] / self.client_batch_size)
+        passes.append(self.client_parts[0].shape[0] / self.plan.client_batch_size)
         return max(1, math.ceil(max(passes)))
 
     def partition_state(self) -> dict[str, np.ndarray]:

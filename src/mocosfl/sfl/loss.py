@@ -1,7 +1,13 @@
-"""InfoNCE against a queue of negatives (MoCo's loss)."""
+"""InfoNCE against a queue of negatives (MoCo's loss), and the ways a step feeds it its views."""
 
 import torch
 import torch.nn.functional as F
+
+from mocosfl.errors import ConfigError
+
+# sfl.symmetric: true = both views through both branches, the mean of the two losses; legacy =
+# the original's sum; off = one view each (docs/differences.md, "symmetric loss").
+SYMMETRIC_MODES = ("true", "legacy", "off")
 
 
 def info_nce(
@@ -29,3 +35,11 @@ def info_nce(
 def contrastive_accuracy(logits: torch.Tensor) -> torch.Tensor:
     """Percentage of queries whose positive (column 0) has the highest logit. logits: [B, 1 + K]."""
     return (logits.argmax(dim=1) == 0).float().mean() * 100.0
+
+
+def symmetric_mode(value: bool | str) -> str:
+    """Normalise ``sfl.symmetric`` (YAML may hand over a bool) to one of SYMMETRIC_MODES."""
+    mode = {True: "true", False: "off"}.get(value, value) if isinstance(value, bool) else str(value)
+    if mode.lower() not in SYMMETRIC_MODES:
+        raise ConfigError(f"sfl.symmetric={value!r} is not valid; choose true, legacy or off")
+    return mode.lower()

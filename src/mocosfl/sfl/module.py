@@ -15,26 +15,17 @@ from torch import nn
 from mocosfl.errors import ConfigError
 from mocosfl.models import ProjectionHead, SplitModel
 from mocosfl.sfl.engines import make_client_bank
-from mocosfl.sfl.loss import contrastive_accuracy, info_nce
+from mocosfl.sfl.loss import contrastive_accuracy, info_nce, symmetric_mode
 from mocosfl.sfl.momentum import momentum_copy, update_momentum
 from mocosfl.sfl.queue import NegativeQueue
 from mocosfl.sfl.schedules import LRSchedule, legacy_client_period
 
-SYMMETRIC_MODES = ("true", "legacy", "off")
 # Collapse: the batch's normalised features (nearly) all the same, i.e. their total variance
 # (1 - |mean|^2 for unit vectors) near 0. A spread is no test of health: the head output of
 # trained `make demo` networks measured anywhere from 4e-3 to 0.2, so the alarm waits for 1e-5,
 # float noise around one point.
 COLLAPSE_VARIANCE = 1e-5
 COLLAPSE_CHECK_EVERY = 50  # steps between two collapse checks (after the first epoch)
-
-
-def symmetric_mode(value: bool | str) -> str:
-    """Normalise ``sfl.symmetric`` (YAML may hand over a bool) to one of SYMMETRIC_MODES."""
-    mode = {True: "true", False: "off"}.get(value, value) if isinstance(value, bool) else str(value)
-    if mode.lower() not in SYMMETRIC_MODES:
-        raise ConfigError(f"sfl.symmetric={value!r} is not valid; choose true, legacy or off")
-    return mode.lower()
 
 
 class MocoSFL(L.LightningModule):
@@ -189,22 +180,23 @@ class MocoSFL(L.LightningModule):
         return self._code_epoch_steps or self.steps_per_epoch
 
     def setup(self, stage: str) -> None:
-        """Take from the data module what the legacy schedules derive from the run
-        (docs/differences.md, "legacy schedules"): the original's epoch, one pass over client 0's
-        data, for ``cosine_epoch`` (Lightning's epoch when the data module has none), and the
-        client cosine's period when ``legacy_client_period`` is None
+        """Take from the data module's :class:`~mocosfl.sfl.plan.FederatedPlan` what the legacy
+        schedules derive from the run (docs/differences.md, "legacy schedules"): the original's
+        epoch, one pass over client 0's data, for ``cosine_epoch`` (Lightning's epoch without
+        one), and the client cosine's period when ``legacy_client_period`` is None
         (:func:`~mocosfl.sfl.schedules.legacy_client_period`)."""
-        datamodule = self.trainer.datamodule
-        self._code_epoch_steps = getattr(datamodule, "code_epoch_steps", None)
+        plan = getattr(self.trainer.datamodule, "plan", None)
+        self._code_epoch_steps = None if plan is None else plan.code_epoch_steps
         schedule = self.client_schedule
         if schedule.per_client and schedule.legacy_period is None:
-            pool = getattr(datamodule, "clients_per_step", None)
-            if pool is None:
+            if plan is None:
                 raise ConfigError(
-                    "sfl.legacy_client_period=null takes the pool size from the data module; "
-                    "set sfl.legacy_client_period when training without one"
+                    "sfl.legacy_client_period=null takes the pool size from the run's plan; "
+                    "set sfl.legacy_client_period when training without a FederatedDataModule"
                 )
-            schedule.legacy_period = legacy_client_period(self.bank.num_clients, pool)
+            schedule.legacy_period = legacy_client_period(
+                self.bank.num_clients, plan.clients_per_step
+            )
 
     def learning_rates(self, step: int) -> tuple[float, Callable[[int], float]]:
         """(server lr, client c -> lr) at server step ``step``."""

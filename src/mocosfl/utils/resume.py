@@ -16,7 +16,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from mocosfl.data.transforms import BLUR_BEFORE_CHOICE
 from mocosfl.errors import ConfigError
 
 # Changing any of these changes the shape of a tensor in the checkpoint.
@@ -130,9 +129,6 @@ def resumed_config(cfg: DictConfig, checkpoint: dict[str, Any]) -> DictConfig:
     else:
         _refuse_group_changes(overrides, source.get("choices", {}))
         resumed = OmegaConf.create(source["config"])
-        if "blur" not in resumed.data:  # a run from before data.blur: its blur, not today's default
-            with open_dict(resumed):
-                resumed.data.blur = BLUR_BEFORE_CHOICE
         typed = [
             (o.key_or_group, o.is_delete())
             for o in overrides

@@ -10,7 +10,7 @@ Two checks, both pure (no data, no model):
 * :func:`validate_config` checks the type and range of every numeric, boolean and choice setting
   of a composed training config against the :data:`RULES` table and raises one
   :class:`~mocosfl.errors.ConfigError` listing every problem. A setting that is an interpolation
-  (``data.num_clients: ${sfl.num_clients}``) is reported under the key it comes from, the one the
+  (``module.num_clients: ${sfl.num_clients}``) is reported under the key it comes from, the one the
   user sets.
 """
 
@@ -31,8 +31,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from mocosfl.data.datamodule import POOL_MODES
-from mocosfl.data.datasets import DATASET_NAMES, STATS_CHOICES
+from mocosfl.data.datasets import DATASET_NAMES
+from mocosfl.data.image_set import STATS_CHOICES
 from mocosfl.data.partition import PARTITION_KINDS
 from mocosfl.data.transforms import BLUR_KINDS
 from mocosfl.errors import ConfigError
@@ -40,7 +40,8 @@ from mocosfl.evaluation.linear import HEADS, SCHEDULES
 from mocosfl.models.layers import INITS, NORMS, STEMS
 from mocosfl.models.split import ARCHITECTURES, parse_bottleneck
 from mocosfl.sfl.engines import CLIENT_ENGINES
-from mocosfl.sfl.module import SYMMETRIC_MODES
+from mocosfl.sfl.loss import SYMMETRIC_MODES
+from mocosfl.sfl.plan import POOL_MODES, FederatedPlan
 from mocosfl.sfl.schedules import LRSchedule
 
 __all__ = [
@@ -365,6 +366,7 @@ RULES: list[tuple[str, Kind, Bound, str]] = [
     ("sfl.client_batch_size", INT, ge(1), "images per client and step"),
     ("sfl.sync_every", INT, ge(0), "steps between FedAvg events, 0 = never"),
     ("sfl.pool", STR, one_of(*POOL_MODES), "when the pool is redrawn"),
+    ("sfl.code_epoch_steps", INT.or_null(), ge(1), "steps of a code epoch"),
     ("sfl.fedavg_weights", STR, one_of("data", "uniform"), "FedAvg weights"),
     ("sfl.sync_momentum", BOOL, ANY, "FedAvg of the momentum copies"),
     ("sfl.queue_size", INT, ge(1), "negative keys in the queue"),
@@ -482,11 +484,6 @@ RULES: list[tuple[str, Kind, Bound, str]] = [
 # interpolate them): checked with the rule of the key they copy. When they still are copies the
 # problem is reported once, under the key the user sets.
 _COPIES = {
-    "data.num_clients": "sfl.num_clients",
-    "data.clients_per_step": "sfl.clients_per_step",
-    "data.client_batch_size": "sfl.client_batch_size",
-    "data.sync_every": "sfl.sync_every",
-    "data.pool": "sfl.pool",
     "data.seed": "seed",
     "model.cut_layer": "sfl.cut_layer",
     "model.image_size": "data.image_size",
@@ -524,7 +521,7 @@ def _raw_node(cfg: DictConfig, key: str) -> Any | None:
 
 def source_key(cfg: DictConfig, key: str) -> str:
     """The key whose value ``key`` holds: interpolations ``${a.b}``, ``${.x}``, ``${..x}`` are
-    followed to the key the user sets (``data.num_clients`` -> ``sfl.num_clients``)."""
+    followed to the key the user sets (``module.num_clients`` -> ``sfl.num_clients``)."""
     for _ in range(16):  # a guard against cycles; OmegaConf reports those itself
         node = _raw_node(cfg, key)
         match = _REFERENCE.fullmatch(str(node._value())) if node is not None else None
@@ -589,11 +586,11 @@ def _cross_checks(good: dict[str, Any]) -> list[str]:
     """Rules between settings, run on the values that passed their own checks."""
     problems = []
     clients, pool = good.get("sfl.num_clients"), good.get("sfl.clients_per_step")
-    if clients is not None and pool is not None and pool > clients:
-        problems.append(
-            f"sfl.clients_per_step={pool} is larger than sfl.num_clients={clients}; a pool draws "
-            "clients without replacement, so lower sfl.clients_per_step or raise sfl.num_clients"
-        )
+    if clients is not None and pool is not None:
+        try:
+            FederatedPlan(num_clients=clients, clients_per_step=pool)
+        except ConfigError as problem:
+            problems.append(str(problem))
     if good.get("trainer.max_steps") == -1 and good.get("trainer.max_epochs") == -1:
         problems.append(
             "trainer.max_steps=-1 and trainer.max_epochs=-1: training would never end; "
