@@ -2,11 +2,10 @@
 
 Every config composes and builds its data module (constructor and settings checks, no data) and
 its model; every row has the settings of docs/paper.md (Cross-client settings) fixed, with
-`sfl=legacy` and with `sfl=auto_adjust_legacy`, and every row of Tables 2-4 and the
-other-architecture scripts has a config.
+`sfl=legacy` and with `sfl=auto_adjust_legacy`, and its numbers from conf/paper/numbers.yaml:
+every row config has an entry there and every entry a config.
 """
 
-import itertools
 import re
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import hydra
 import pytest
 from omegaconf import OmegaConf
 
-from mocosfl.utils.resolvers import auto_client_batch, auto_clients_per_step
+from mocosfl.utils.resolvers import auto_client_batch, auto_clients_per_step, paper_numbers
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "conf" / "experiment"
@@ -35,6 +34,10 @@ CLIENT_SETTINGS = {
 }
 SET_BY_HAND = {20}  # Table 2's 20-client scripts pass batch, ratio and avg_freq themselves
 DATA = {"c10": ("cifar10", 10), "c100": ("cifar100", 100), "imagenet12": ("imagefolder", 12)}
+PAPER_DATASETS = {"c10": "cifar10", "c100": "cifar100", "imagenet12": "imagenet12"}
+# The keys of an entry of conf/paper/numbers.yaml: every row's, and those only some rows have.
+PAPER_KEYS = {"label", "table", "dataset", "top1"}
+OPTIONAL_PAPER_KEYS = {"top1_std", "attack_mse", "attack_mse_std"}
 ROW_NAME = re.compile(
     r"(?P<table>table[234]|other_archs)_(?:(?P<arch>vgg13|mobilenetv2)_)?(?P<data>c10|c100|"
     r"imagenet12)_(?:(?P<partition>iid|noniid)_)?(?P<clients>\d+)clients_cut(?P<cut>[12])"
@@ -42,31 +45,21 @@ ROW_NAME = re.compile(
 )
 
 
-def expected_rows() -> set[str]:
-    """The names of every row of the paper's Tables 2, 3, 4 and of scripts/other_archs."""
-    table2 = {
-        f"table2_{d}_noniid_{n}clients_cut{c}"
-        for d, n, c in itertools.product(("c10", "c100"), (5, 20), (1, 2))
-    }
-    table3 = {
-        f"table3_{d}_{p}_{n}clients_cut{c}"
-        for d, p, n, c in itertools.product(
-            ("c10", "c100", "imagenet12"), ("iid", "noniid"), (100, 200, 1000), (1, 2)
-        )
-    }
-    table4 = {
-        f"table4_c10_100clients_cut{c}_target{t}"
-        for c, t in itertools.product((1, 2), ("0pct", "0p5pct", "1pct"))
-    }
-    others = {
-        f"other_archs_{a}_c10_{p}_100clients_cut2"
-        for a, p in itertools.product(("vgg13", "mobilenetv2"), ("iid", "noniid"))
-    }
-    return table2 | table3 | table4 | others
+def test_every_row_config_has_paper_numbers_and_every_entry_a_config():
+    numbers = set(paper_numbers())
+    assert set(ROWS) - numbers == set(), "row configs without an entry in conf/paper/numbers.yaml"
+    assert numbers - set(ROWS) == set(), "entries of conf/paper/numbers.yaml without a row config"
 
 
-def test_every_paper_row_has_a_config():
-    assert set(ROWS) == expected_rows()
+def test_paper_numbers_have_the_known_keys():
+    # A misspelt key would read as a number the paper does not give (None).
+    allowed = PAPER_KEYS | OPTIONAL_PAPER_KEYS
+    wrong = {
+        name: sorted(entry)
+        for name, entry in paper_numbers().items()
+        if not PAPER_KEYS <= set(entry) <= allowed
+    }
+    assert wrong == {}
 
 
 def compose_row(compose_train, name: str, *overrides: str):
@@ -129,6 +122,7 @@ def test_row_has_the_tabulated_settings_fixed_and_as_published(compose_train, na
         assert cfg.data.image_size == (224 if row["data"] == "imagenet12" else 32)
         assert cfg.model.arch == (row["arch"] or "resnet18")
         assert cfg.paper.table == row["table"]
+        assert cfg.paper.dataset == PAPER_DATASETS[row["data"]]
         if row["table"] == "other_archs":
             assert cfg.paper.top1 is None  # in the paper's appendix, which was not available
         else:

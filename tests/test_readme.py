@@ -10,6 +10,9 @@ commands that are not run, with the reason; :data:`MUST_FAIL` those that need a 
 are checked to stop with their one-line error.
 
 With ``MOCOSFL_README_LOG=<file>`` the test writes each command and the last lines it printed.
+
+The table of the paper's rows between the ``paper-table`` markers is the one that
+``python -m mocosfl.table --paper-markdown`` generates from ``conf/paper/numbers.yaml``.
 """
 
 import os
@@ -20,11 +23,13 @@ from pathlib import Path
 
 import pytest
 
+from mocosfl import table
+
 from data_helpers import write_tiny_cifar10, write_tiny_cifar100
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-pytestmark = pytest.mark.slow
+PAPER_TABLE = re.compile(r"<!-- paper-table:begin -->\n(.*?)\n<!-- paper-table:end -->", re.DOTALL)
 
 _TRAIN = [
     "model.width=8",
@@ -155,6 +160,7 @@ def last_lines(output: str, n: int = 3) -> str:
     return "\n".join(output.strip().splitlines()[-n:])
 
 
+@pytest.mark.slow
 @pytest.mark.long(seconds=400)
 def test_every_readme_command_runs_as_written(tmp_path):
     blocks = shell_blocks(README.read_text())
@@ -195,3 +201,13 @@ def test_tiny_overrides_go_where_each_command_reads_them():
         "RUN=$(ls -td logs/train/runs/*/ | head -1)"
     )
     assert tiny("python -m mocosfl.eval ckpt_path=x eval=semi10").endswith("eval.probe.epochs=2")
+
+
+def test_readme_paper_table_is_generated_from_the_paper_numbers(capsys):
+    (found,) = PAPER_TABLE.findall(README.read_text())
+    assert table.main(["--paper-markdown"]) == 0
+    assert found == capsys.readouterr().out.rstrip("\n"), (
+        "README.md's table of paper rows differs from conf/paper/numbers.yaml: replace the lines "
+        "between its paper-table markers with the output of "
+        "`python -m mocosfl.table --paper-markdown`"
+    )

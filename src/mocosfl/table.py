@@ -1,11 +1,19 @@
 """Collect finished runs into the paper's table: ``python -m mocosfl.table --runs logs/``.
 
 A training run is a directory with ``metrics.json`` (written at the end of training) and Hydra's
-``.hydra/config.yaml``; runs of a paper row carry its name in ``experiment_name`` (set by
-``conf/experiment/table*.yaml``). Runs are grouped by row and variant -- ``legacy`` when trained
-with a legacy ``sfl`` preset (as published), else ``fixed`` -- and each group is reported as the
-mean and sample standard deviation over the paper scripts' seeds (1234, 1235, 1236), as a
-Markdown table for the README's "measured here" column.
+``.hydra/config.yaml`` and ``.hydra/hydra.yaml``; runs of a paper row carry its name in
+``experiment_name``. ``conf/experiment/table_base.yaml`` sets it to the run's ``experiment=``
+choice, ``${hydra:runtime.choices.experiment}``, which ``config.yaml`` keeps unresolved and only
+Hydra's runtime resolves, so that name is read from the choices in ``hydra.yaml``; a literal name
+(a run from before, or one set by hand) is read as it is. Runs are grouped by row and variant --
+``legacy`` when trained with a legacy ``sfl`` preset (as published), else ``fixed`` -- and each
+group is reported as the mean and sample standard deviation over the paper scripts' seeds (1234,
+1235, 1236), as a Markdown table, beside the paper's number.
+
+The paper's numbers come from ``conf/paper/numbers.yaml``, looked up by the row config the run
+claims, never from the run's own config (whose ``paper`` node, filled from the same file by the
+``mocosfl.paper`` resolver, is logged with the run but is unresolved in ``config.yaml`` too).
+``--paper-markdown`` prints the README's table of paper rows from that file.
 
 An evaluation of a run's checkpoint (``python -m mocosfl.eval``, whose ``metrics.json`` names its
 ``ckpt_path``) found under ``--runs`` overrides that run's metrics of the same name: its linear
@@ -32,7 +40,7 @@ import json
 import statistics
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,9 +49,16 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from mocosfl.utils.resolvers import paper_numbers
 from mocosfl.utils.run import CONFIG_DIR
 
 PAPER_SEEDS = (1234, 1235, 1236)
+# A row's experiment_name as conf/experiment/table_base.yaml sets it, kept so in config.yaml.
+FROM_CHOICE = "${hydra:runtime.choices.experiment}"
+# The decimals the paper prints its numbers with (their standard deviations the same).
+DECIMALS = {"top1": 2, "attack_mse": 3}
+# What a row's command adds for data that the user supplies (docs/paper.md, Data).
+USER_DATA = {"imagenet12": " data.root=<imagenet-12>"}
 # Reported metric when none is asked for: the first one that every run of the row has.
 DEFAULT_METRICS = ("test/linear_top1", "test/knn_top1")
 # The attack metrics the paper's attack MSE is shown beside, with what the column adds to it: only
@@ -110,11 +125,19 @@ class Row:
         """The paper's number for this metric: attack MSE, else the linear top-1 it reports.
         Beside ``attack/mse`` it says that the paper measured with its own protocol."""
         key = "attack_mse" if self.metric in ATTACK_MSE_METRICS else "top1"
-        value, std = self.paper.get(key), self.paper.get(f"{key}_std")
-        if value is None:
+        if self.paper.get(key) is None:
             return "not found"
-        text = f"{value} ± {std}" if std is not None else str(value)
-        return text + ATTACK_MSE_METRICS.get(self.metric, "")
+        return paper_text(self.paper, key) + ATTACK_MSE_METRICS.get(self.metric, "")
+
+
+def paper_text(paper: Mapping[str, Any], key: str) -> str:
+    """The paper's ``key`` (``top1`` or ``attack_mse``) of one row as the paper prints it,
+    ``value ± std`` where it gives a standard deviation; "not found" where it gives none."""
+    value, std = paper.get(key), paper.get(f"{key}_std")
+    if value is None:
+        return "not found"
+    digits = DECIMALS[key]
+    return f"{value:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
 def _load_yaml(path: Path) -> Any:
@@ -150,22 +173,34 @@ def settings(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def compose_train(overrides: list[str]) -> DictConfig:
+    """``conf/train.yaml`` composed with ``overrides``, outside Hydra's runtime (unresolved)."""
+    # Restores any Hydra instance of the caller (a test, a notebook) on exit.
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
 @functools.cache
 def row_settings(experiment: str, preset: str, seed: int) -> dict[str, Any]:
     """The settings of the row ``experiment`` as ``conf/`` composes it for this preset and seed."""
-    overrides = [f"experiment={experiment}", f"sfl={preset}", f"seed={seed}"]
-    # Restores any Hydra instance of the caller (a test, a notebook) on exit.
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return settings(compose("train", overrides=overrides))
+    return settings(compose_train([f"experiment={experiment}", f"sfl={preset}", f"seed={seed}"]))
+
+
+def experiment_name(cfg: DictConfig, choices: DictConfig | dict) -> str | None:
+    """The name the run is grouped under: a row's ``experiment=`` choice where its
+    ``experiment_name`` is ``FROM_CHOICE``, else that name resolved within the run's config (a
+    literal one, or one that interpolates the run's keys); None when it has none (not a paper
+    row, or a base config's missing name)."""
+    if OmegaConf.to_container(cfg).get("experiment_name") == FROM_CHOICE:
+        return choices.get("experiment")
+    name = OmegaConf.select(cfg, "experiment_name", throw_on_resolution_failure=False)
+    return str(name) if name else None
 
 
 def row_name(cfg: DictConfig, choices: DictConfig | dict) -> str | None:
     """The row config the run claims: its ``experiment=`` choice, else a row file named like its
     ``experiment_name``; None when it has neither (a name set by hand)."""
-    name = choices.get("experiment") or OmegaConf.select(
-        cfg, "experiment_name", throw_on_resolution_failure=False
-    )
-    return str(name) if name else None
+    return choices.get("experiment") or experiment_name(cfg, choices)
 
 
 def differences(run: dict[str, Any], row: dict[str, Any]) -> list[str]:
@@ -195,22 +230,20 @@ def check_row(cfg: DictConfig, choices: DictConfig | dict, seed: int) -> list[st
 def load_run(run_dir: Path, metrics: dict[str, Any]) -> Run | None:
     """The paper-row run in ``run_dir``, whose ``metrics.json`` holds ``metrics``; else None."""
     cfg = _load_yaml(run_dir / ".hydra" / "config.yaml")
-    # Resolved within the run's own config (a name may interpolate other keys of it).
-    experiment = OmegaConf.select(cfg, "experiment_name", throw_on_resolution_failure=False)
-    if not experiment:  # not a paper row (or a base config's missing name)
-        return None
     hydra_cfg = _load_yaml(run_dir / ".hydra" / "hydra.yaml")
     choices = OmegaConf.select(hydra_cfg, "hydra.runtime.choices", default=None) or {}
+    experiment = experiment_name(cfg, choices)
+    if not experiment:
+        return None
     preset = choices.get("sfl", "default")
-    paper = OmegaConf.select(cfg, "paper", default=None)
     seed = int(metrics.get("seed", cfg.get("seed", -1)))
     return Run(
         path=run_dir,
-        experiment=str(experiment),
+        experiment=experiment,
         variant="legacy" if "legacy" in str(preset) else "fixed",
         seed=seed,
         metrics=metrics,
-        paper=OmegaConf.to_container(paper) if paper is not None else {},
+        paper=paper_numbers().get(row_name(cfg, choices), {}),
         differences=check_row(cfg, choices, seed),
     )
 
@@ -304,6 +337,35 @@ def format_mismatches(runs: Iterable[Run]) -> str:
     return "\n".join(["not the paper's settings:", *lines]) if lines else ""
 
 
+def row_command(name: str, paper: Mapping[str, Any]) -> str:
+    """The README's command for the row ``name``: its seeds as published; for a Table 4 row, per
+    seed, its stage-1 expert first (with the row's cut layer and share of the target data)."""
+    if paper["table"] != "table4":
+        seeds = ",".join(map(str, PAPER_SEEDS))
+        data = USER_DATA.get(paper["dataset"], "")
+        return f"`python -m mocosfl.train -m experiment={name} sfl=legacy seed={seeds}{data}`"
+    cfg = compose_train([f"experiment={name}"])
+    return (
+        f"`python -m mocosfl.train experiment=taressfl_stage1 sfl.cut_layer={cfg.sfl.cut_layer} "
+        f"data.target_fraction={cfg.expert_target_fraction} seed=<seed>`, then "
+        f"`python -m mocosfl.train experiment={name} seed=<seed> "
+        "init_from=<stage-1 run>/checkpoints/final.ckpt`"
+    )
+
+
+def paper_markdown() -> str:
+    """The README's table of the paper's rows (between its ``paper-table`` markers): one line a
+    row of ``conf/paper/numbers.yaml``, in its order, with the paper's numbers and the command
+    that reproduces the row."""
+    lines = ["| row | paper's linear top-1 (%) | command |", "|---|---|---|"]
+    for name, paper in paper_numbers().items():
+        number = paper_text(paper, "top1")
+        if paper.get("attack_mse") is not None:
+            number += f" (attack MSE {paper_text(paper, 'attack_mse')})"
+        lines.append(f"| {paper['label']} | {number} | {row_command(name, paper)} |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mocosfl.table", description=__doc__.split("\n\n")[0]
@@ -318,7 +380,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="metric to report, e.g. attack_paper/mse (default: test/linear_top1, else "
         "test/knn_top1)",
     )
+    parser.add_argument(
+        "--paper-markdown",
+        action="store_true",
+        help="print the README's table of the paper's rows from conf/paper/numbers.yaml and exit",
+    )
     args = parser.parse_args(argv)
+    if args.paper_markdown:
+        print(paper_markdown())
+        return 0
     if not args.runs.is_dir():
         print(f"error: --runs {args.runs} is not a folder", file=sys.stderr)
         return 2

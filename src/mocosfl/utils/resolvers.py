@@ -1,11 +1,16 @@
 """OmegaConf resolvers used by the configs (registered on import of :mod:`mocosfl`)."""
 
+import functools
 import os
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
 PAPER_SERVER_BATCH = 100
+# Beside the configs (mocosfl.utils.run.CONFIG_DIR, not imported: it loads torch, and importing
+# mocosfl registers these resolvers).
+PAPER_NUMBERS = Path(__file__).resolve().parents[3] / "conf" / "paper" / "numbers.yaml"
 
 
 def auto_client_batch(num_clients: int) -> int:
@@ -43,6 +48,20 @@ def hydra_subdir(resume: str | None, ckpt_path: str | None, stamp: str) -> str:
     return f".hydra/resume_{stamp}" if resumed_run_dir(resume, ckpt_path) else ".hydra"
 
 
+@functools.cache
+def paper_numbers() -> dict[str, dict[str, Any]]:
+    """conf/paper/numbers.yaml: {row name: {label, table, dataset, top1, ...}}, in the paper's
+    order."""
+    return OmegaConf.to_container(OmegaConf.load(PAPER_NUMBERS))
+
+
+def paper_number(row: str, key: str) -> Any:
+    """The paper's ``key`` (``table``, ``top1``, ...) of ``row``; None where the row has none."""
+    if row not in paper_numbers():
+        raise KeyError(f"{row} is not a paper row: no entry in {PAPER_NUMBERS}")
+    return paper_numbers()[row].get(key)
+
+
 def register() -> None:
     for name, fn in {
         # The launch directory, resolvable before Hydra sets ``hydra:runtime.cwd`` (a multirun
@@ -52,6 +71,7 @@ def register() -> None:
         "mocosfl.hydra_subdir": hydra_subdir,
         "mocosfl.auto_client_batch": auto_client_batch,
         "mocosfl.auto_clients_per_step": auto_clients_per_step,
+        "mocosfl.paper": paper_number,
     }.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
