@@ -13,6 +13,7 @@ import hydra
 import pytest
 from omegaconf import OmegaConf
 
+from mocosfl.data import build_datamodule
 from mocosfl.utils.resolvers import auto_client_batch, auto_clients_per_step, paper_numbers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +73,7 @@ def compose_row(compose_train, name: str, *overrides: str):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_composes_and_builds_data_module_and_model(compose_train, name):
     cfg = compose_row(compose_train, name)
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.check_settings()  # every check that needs no data (setup() would load it)
     model = hydra.utils.instantiate(cfg.model)
     assert model.cut_layer == cfg.sfl.cut_layer

@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args  # the agent's own rendering
 
 from mocosfl import table
+from mocosfl.data import build_datamodule
 
 from helpers import TINY
 
@@ -104,7 +105,7 @@ def test_every_run_of_a_sweep_composes_as_the_agent_starts_it(compose_train, mon
             assert got == value, f"{key}={value} did not arrive: {got}"
         # Every run gets its own directory, so parallel agents never share one.
         assert HydraConfig.get().run.dir == str(ROOT / "logs/sweeps/sweep123/run456")
-        hydra.utils.instantiate(cfg.data).check_settings()
+        build_datamodule(cfg).check_settings()
         model_key = OmegaConf.to_yaml(cfg.model, resolve=True)
         if model_key not in built_models:
             built_models.add(model_key)
@@ -364,7 +365,7 @@ def test_table_counts_only_runs_with_the_rows_settings(tmp_path, capsys):
     by_path = {run.path: run for run in runs}
     # Resolved values: the keys that interpolate sfl.num_clients differ with it.
     assert by_path[fewer].differences == [
-        f"{group}.num_clients: 5 vs 100" for group in ("data", "sfl", "module")
+        f"{group}.num_clients: 5 vs 100" for group in ("sfl", "module")
     ]
     assert "trainer.max_steps: 10 vs 100000" in by_path[debug].differences
     assert "data.name: synthetic vs cifar10" in by_path[debug].differences
