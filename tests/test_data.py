@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -450,18 +449,6 @@ def test_augmentation_blur_matrix_matches_reflect_conv():
         if i == 1:
             ref = ref.flip(-1)
         assert torch.allclose(y[i : i + 1], ref, atol=1e-5)
-
-
-def test_augmentation_speed():
-    aug = MoCoV2Augmentation(32, MEAN, STD)
-    x = _images(200)
-    aug(x, torch.Generator().manual_seed(0))
-    times = []
-    for i in range(5):
-        t0 = time.perf_counter()
-        aug(x, torch.Generator().manual_seed(i))
-        times.append(time.perf_counter() - t0)
-    assert min(times) < 0.25  # ~15 ms on a 2-core CPU; generous for noisy machines
 
 
 @pytest.mark.gpu
