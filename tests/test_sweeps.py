@@ -399,3 +399,19 @@ def test_table_flags_a_run_whose_row_config_is_gone(tmp_path):
     (found,) = table.find_runs(tmp_path)
     assert found.differences == ["experiment: table9_gone vs (no conf/experiment/table9_gone.yaml)"]
     assert table.summarize([found]) == []
+
+
+def test_a_run_from_before_the_plan_counts_with_its_variant(tmp_path):
+    """A legacy run saved before sfl.variant and the federated plan (data.num_clients and the
+    other mirrors of sfl, no sfl.code_epoch_steps) has the row's settings and is reported as
+    legacy; a run whose sfl.variant says legacy is reported so, whatever its preset's name."""
+    old = fake_run(tmp_path, ROW, 1234, 80.0)
+    config = OmegaConf.load(old / ".hydra" / "config.yaml")
+    del config.sfl.variant, config.sfl.code_epoch_steps
+    for key in ("num_clients", "clients_per_step", "client_batch_size", "sync_every", "pool"):
+        config.data[key] = f"${{sfl.{key}}}"
+    (old / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    named = fake_run(tmp_path, ROW, 1235, 82.0, preset="default", overrides=("sfl.variant=legacy",))
+    by_path = {run.path: run for run in table.find_runs(tmp_path)}
+    assert by_path[old].variant == "legacy" and by_path[old].differences == []
+    assert by_path[named].variant == "legacy"

@@ -51,6 +51,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mocosfl.utils.resolvers import paper_numbers
 from mocosfl.utils.run import CONFIG_DIR
+from mocosfl.utils.upgrade import upgrade_run_config
 
 PAPER_SEEDS = (1234, 1235, 1236)
 # A row's experiment_name as conf/experiment/table_base.yaml sets it, kept so in config.yaml.
@@ -83,6 +84,7 @@ IGNORED = (
     "data.eval_batch_size",
     "sfl.client_engine",
     "module.client_engine",
+    "sfl.variant",  # what the run is reported as, not how it trains
 )
 SHOWN_DIFFERENCES = 3  # per run in the "not the paper's settings" list, then "+N more"
 ABSENT = "(absent)"
@@ -224,7 +226,9 @@ def check_row(cfg: DictConfig, choices: DictConfig | dict, seed: int) -> list[st
         row = row_settings(name, str(choices.get("sfl", "default")), seed)
     except HydraException as exc:  # e.g. an sfl preset that no longer exists
         return [f"row config: {str(exc).splitlines()[0]}"]
-    return differences(settings(cfg), row)
+    # A run from an older layout is compared as today's configs write the same settings.
+    current = OmegaConf.create(upgrade_run_config(OmegaConf.to_container(cfg)))
+    return differences(settings(current), row)
 
 
 def load_run(run_dir: Path, metrics: dict[str, Any]) -> Run | None:
@@ -240,7 +244,9 @@ def load_run(run_dir: Path, metrics: dict[str, Any]) -> Run | None:
     return Run(
         path=run_dir,
         experiment=experiment,
-        variant="legacy" if "legacy" in str(preset) else "fixed",
+        # Runs from before sfl.variant: their preset's name says it.
+        variant=OmegaConf.select(cfg, "sfl.variant", default=None)
+        or ("legacy" if "legacy" in str(preset) else "fixed"),
         seed=seed,
         metrics=metrics,
         paper=paper_numbers().get(row_name(cfg, choices), {}),

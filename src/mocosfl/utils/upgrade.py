@@ -16,16 +16,15 @@ def upgrade_run_config(config: dict[str, Any]) -> dict[str, Any]:
 
     * no ``data.blur``: the blur runs had before the setting existed (``kernel10``);
     * ``data.num_clients`` and the other mirrors of ``sfl.*``: dropped;
-    * ``data.code_epoch_steps``: moved to ``sfl.code_epoch_steps``;
+    * ``data.code_epoch_steps``: moved to ``sfl.code_epoch_steps`` (null when it had none);
     * ``callbacks.fedavg.every``: dropped (FedAvg follows the plan's rounds).
     """
     config = copy.deepcopy(config)
-    data, sfl = config["data"], config["sfl"]
+    data, sfl = config.setdefault("data", {}), config.setdefault("sfl", {})
     data.setdefault("blur", BLUR_BEFORE_CHOICE)
     for key in _DATA_MIRRORS:
         data.pop(key, None)
-    if "code_epoch_steps" in data:
-        sfl.setdefault("code_epoch_steps", data.pop("code_epoch_steps"))
+    sfl.setdefault("code_epoch_steps", data.pop("code_epoch_steps", None))
     fedavg = (config.get("callbacks") or {}).get("fedavg")
     if fedavg:
         fedavg.pop("every", None)

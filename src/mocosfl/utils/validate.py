@@ -367,6 +367,7 @@ RULES: list[tuple[str, Kind, Bound, str]] = [
     ("sfl.sync_every", INT, ge(0), "steps between FedAvg events, 0 = never"),
     ("sfl.pool", STR, one_of(*POOL_MODES), "when the pool is redrawn"),
     ("sfl.code_epoch_steps", INT.or_null(), ge(1), "steps of a code epoch"),
+    ("sfl.variant", STR, one_of("fixed", "legacy"), "how mocosfl.table reports the run"),
     ("sfl.fedavg_weights", STR, one_of("data", "uniform"), "FedAvg weights"),
     ("sfl.sync_momentum", BOOL, ANY, "FedAvg of the momentum copies"),
     ("sfl.queue_size", INT, ge(1), "negative keys in the queue"),
