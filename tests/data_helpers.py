@@ -124,3 +124,10 @@ def federated_datamodule(**settings: Any) -> FederatedDataModule:
     plan = {k: v for k, v in settings.items() if k in fields}
     data = {k: v for k, v in settings.items() if k not in fields}
     return FederatedDataModule(plan=FederatedPlan(**plan, seed=data.get("seed", 1234)), **data)
+
+
+def one_line(exc: Any) -> str:
+    """The message of a ``pytest.raises`` result, which must be a single line."""
+    message = str(exc.value)
+    assert "\n" not in message
+    return message
