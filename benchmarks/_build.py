@@ -18,9 +18,9 @@ import hydra
 import torch
 from omegaconf import OmegaConf
 
+from mocosfl.config import validate_config
 from mocosfl.models import SplitModel
 from mocosfl.utils.run import CONFIG_DIR
-from mocosfl.utils.validate import validate_config
 
 # The nodes of the composed config that a measurement reads, resolved to plain values.
 NODES = ("model", "module", "sfl", "trainer")
@@ -61,7 +61,7 @@ def config_defaults() -> dict[str, Any]:
         "norm": model["norm"],
         "image_size": model["image_size"],
         "server_batch": server_batch(cfg),
-        "symmetric": str(sfl["symmetric"]).lower(),
+        "loss": sfl["loss"],
     }
 
 
@@ -83,7 +83,7 @@ def train_overrides(args: argparse.Namespace, engine: str, clients: int) -> list
         f"sfl.clients_per_step={pool}",
         f"sfl.client_batch_size={args.server_batch // pool}",
         f"sfl.queue_size={args.queue_size}",
-        f"sfl.symmetric='{args.symmetric}'",
+        f"sfl.loss={args.loss}",
         f"sfl.client_engine={engine}",
         "sfl.fedavg_weights=uniform",
         f"trainer={'gpu' if args.device == 'cuda' else 'cpu'}",

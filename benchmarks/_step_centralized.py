@@ -1,13 +1,13 @@
 """The baseline measurement: milliseconds per training step of centralized MoCo v2 on the
 unsplit network (client part + server part + projection head of one split model) in a plain
 PyTorch loop, with the module's settings from ``conf/train.yaml`` (its server optimizer, queue
-size, temperature, momentum decay, head and symmetric-loss setting) and one optimizer.
+size, temperature, momentum decay, head and loss mode, ``sfl.loss``) and one optimizer.
 
 It does what MocoSFL's step does minus the split: momentum update, online and momentum passes,
 InfoNCE against the queue, one optimizer step, enqueue. Both views go through each branch in one
-batched pass, the fastest honest way to run it (exact under GroupNorm). MocoSFL's ``legacy``
-symmetric loss differs from ``true`` only in which latents feed its second term, so the baseline
-of both does the work of ``true`` (docs/differences.md, row "symmetric loss").
+batched pass, the fastest honest way to run it (exact under GroupNorm). MocoSFL's ``legacy_sum``
+loss differs from ``two_way`` only in which latents feed its second term, so the baseline of both
+does the work of ``two_way`` (docs/differences.md, row "symmetric loss").
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from torch import nn
 
 from mocosfl.models import ProjectionHead
 from mocosfl.sfl import NegativeQueue, info_nce, momentum_copy, update_momentum
-from mocosfl.sfl.module import symmetric_mode
 
 from _build import build_split, synchronize
 
@@ -42,7 +41,7 @@ class CentralizedMoCo:
         optimizer = hydra.utils.instantiate(module["server_optimizer"])
         self.optimizer = optimizer(params=self.online.parameters())
         self.temperature, self.ema_decay = module["temperature"], module["ema_decay"]
-        self.two_way = symmetric_mode(module["symmetric"]) != "off"
+        self.two_way = module["loss"] != "one_way"
         self.autocast = partial(
             torch.autocast,
             device_type=device.type,

@@ -39,7 +39,7 @@ def describe(args: argparse.Namespace, cfg: dict[str, Any], launcher_rss_mb: flo
         "image_size": model["image_size"],
         "server_batch": server_batch(cfg),
         "queue_size": sfl["queue_size"],
-        "symmetric": sfl["symmetric"],
+        "loss": sfl["loss"],
         "device": args.device,
         "precision": cfg["trainer"]["precision"],
         "engines": args.engines,
@@ -78,7 +78,7 @@ def print_report(cfg: dict, table: Sequence[dict]) -> None:
     print(
         f"{cfg['arch']} width {cfg['width']} cut {cfg['cut_layer']} norm {cfg['norm']}, "
         f"{cfg['image_size']}px, server batch {cfg['server_batch']}, queue {cfg['queue_size']}, "
-        f"symmetric {cfg['symmetric']}, device {cfg['device']}, precision {cfg['precision']}, "
+        f"loss {cfg['loss']}, device {cfg['device']}, precision {cfg['precision']}, "
         f"{cfg['timed_steps']} timed steps after {cfg['warmup_steps']} warmup\n"
     )
     header = (
@@ -109,8 +109,8 @@ def print_report(cfg: dict, table: Sequence[dict]) -> None:
         "centralized: MoCo v2 on the unsplit network in a plain loop, one optimizer (the\n"
         "  module's server optimizer)."
     )
-    if cfg["symmetric"] == "legacy":
-        print("symmetric=legacy: the centralized baseline runs the 'true' (two-term) loss.")
+    if cfg["loss"] == "legacy_sum":
+        print("loss legacy_sum: the centralized baseline runs the two_way (two-term) loss.")
 
 
 def write_json(

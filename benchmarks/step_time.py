@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from mocosfl.sfl.engines import CLIENT_ENGINES
+from mocosfl.sfl.loss import LOSS_MODES
 
 from _build import compose_train, config_defaults, pool_size, server_batch, train_overrides
 from _step_process import Job, Result, peak_rss_mb, run_isolated
@@ -90,10 +91,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument(
-        "--symmetric",
-        choices=("true", "legacy", "off"),
-        default="true",
-        help="symmetric loss (sfl.symmetric)",
+        "--loss",
+        choices=LOSS_MODES,
+        default="two_way",
+        help="how a step feeds InfoNCE its two views (sfl.loss)",
     )
     parser.add_argument(
         "--norm", choices=("gn", "bn"), default="gn", help="GroupNorm or BatchNorm (vmap: gn)"

@@ -88,25 +88,25 @@ PLAN = FederatedPlan(num_clients=4, clients_per_step=2, client_batch_size=3, syn
 
 
 @pytest.mark.parametrize(
-    "symmetric, sync_momentum, clients_train, up, down, model",
+    "loss, sync_momentum, clients_train, up, down, model",
     [
         # 10 steps x 2 clients x 3 images / 4 clients = 15 images a client, 40 B a latent;
         # 2 syncs x 2 of 4 clients = 1 sync a client, 400 B a model (800 with the momentum copy).
-        ("true", True, True, 4 * 15 * 40, 2 * 15 * 40, 800),
-        ("legacy", False, True, 2 * 15 * 40, 1 * 15 * 40, 400),
-        ("off", True, True, 2 * 15 * 40, 1 * 15 * 40, 800),
+        ("two_way", True, True, 4 * 15 * 40, 2 * 15 * 40, 800),
+        ("legacy_sum", False, True, 2 * 15 * 40, 1 * 15 * 40, 400),
+        ("one_way", True, True, 2 * 15 * 40, 1 * 15 * 40, 800),
         # Frozen clients: one latent a view, no gradients, nothing to average.
-        ("true", True, False, 2 * 15 * 40, 0, 0),
+        ("two_way", True, False, 2 * 15 * 40, 0, 0),
     ],
 )
-def test_traffic_by_hand(symmetric, sync_momentum, clients_train, up, down, model):
+def test_traffic_by_hand(loss, sync_momentum, clients_train, up, down, model):
     traffic = client_traffic(
         model_numel=100,
         latent_numel=10,
         plan=PLAN,
         steps=10,
         syncs=2,
-        symmetric=symmetric,
+        loss=loss,
         sync_momentum=sync_momentum,
         clients_train=clients_train,
         bytes_per_element=4,
@@ -139,7 +139,7 @@ def test_traffic_reproduces_the_papers_table1():
             plan=plan,
             steps=100_000,
             syncs=plan.syncs_in_run(100_000),
-            symmetric="legacy",
+            loss="legacy_sum",
             sync_momentum=False,
         )
         assert round(traffic.model_up / MB, 1) == weights_mb

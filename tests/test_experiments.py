@@ -2,7 +2,7 @@
 
 Every config composes and builds its data module (constructor and settings checks, no data) and
 its model; every row has the settings of docs/paper.md (Cross-client settings) fixed, with
-`sfl=legacy` and with `sfl=auto_adjust_legacy`, and its numbers from conf/paper/numbers.yaml:
+`sfl=legacy` and with `sfl=legacy sizing=auto_adjust`, and its numbers from conf/paper/numbers.yaml:
 every row config has an entry there and every entry a config.
 """
 
@@ -22,7 +22,8 @@ CONFIGS = sorted(
     p.stem for p in [*EXPERIMENTS.glob("table*.yaml"), *EXPERIMENTS.glob("other_archs*.yaml")]
 )
 ROWS = [name for name in CONFIGS if not name.startswith("table_base")]
-PRESETS = ("default", "legacy", "auto_adjust_legacy")
+# (sfl, sizing): a row sets every value that sizing=auto_adjust would.
+PRESETS = (("fixed", "manual"), ("legacy", "manual"), ("legacy", "auto_adjust"))
 
 # Reference section 2.2, per number of clients: (clients a round, images per client and step,
 # FedAvg every n steps, the original's code epochs = T_max of its client cosine).
@@ -88,8 +89,8 @@ def test_row_has_the_tabulated_settings_fixed_and_as_published(compose_train, na
     pool, batch, sync_every, code_epochs = CLIENT_SETTINGS[clients]
     data_name, num_classes = DATA[row["data"]]
     sfl_by_preset = {}
-    for preset in PRESETS:
-        cfg = compose_row(compose_train, name, f"sfl={preset}")
+    for preset, sizing in PRESETS:
+        cfg = compose_row(compose_train, name, f"sfl={preset}", f"sizing={sizing}")
         sfl = cfg.sfl
         assert (sfl.num_clients, sfl.clients_per_step, sfl.client_batch_size) == (
             clients,
@@ -103,15 +104,15 @@ def test_row_has_the_tabulated_settings_fixed_and_as_published(compose_train, na
             assert pool == auto_clients_per_step(clients)
         assert sfl.cut_layer == cut
         # The preset still decides the behaviour: a row sets only its own settings.
-        legacy = "legacy" in preset
-        assert sfl.symmetric == ("legacy" if legacy else "true")
+        legacy = preset == "legacy"
+        assert sfl.loss == ("legacy_sum" if legacy else "two_way")
         assert sfl.fedavg_weights == ("uniform" if legacy else "data")
         assert sfl.sync_momentum is not legacy
         assert (cfg.trainer.max_steps, cfg.trainer.max_epochs) == (100000, -1)
         assert cfg.experiment_name == name
         assert cfg.logger.wandb.group == f"{name}-{preset}"
         assert {"paper", row["table"], f"{clients}clients", f"cut{cut}", preset} <= set(cfg.tags)
-        sfl_by_preset[preset] = OmegaConf.to_container(sfl, resolve=True)
+        sfl_by_preset[preset, sizing] = OmegaConf.to_container(sfl, resolve=True)
 
         assert cfg.data.name == data_name
         if row["partition"] == "noniid":
@@ -128,8 +129,7 @@ def test_row_has_the_tabulated_settings_fixed_and_as_published(compose_train, na
             assert cfg.paper.top1 is None  # in the paper's appendix, which was not available
         else:
             assert 50.0 < cfg.paper.top1 < 100.0
-    # sfl=legacy and sfl=auto_adjust_legacy are the same run
-    assert sfl_by_preset["legacy"] == sfl_by_preset["auto_adjust_legacy"]
+    assert sfl_by_preset["legacy", "manual"] == sfl_by_preset["legacy", "auto_adjust"]
 
 
 @pytest.mark.parametrize("name", [n for n in ROWS if n.startswith("table4")])

@@ -120,7 +120,7 @@ def test_a_resume_that_changes_the_saved_state_is_refused_in_one_line(tmp_path):
     assert run(*RUN, "trainer.max_steps=2", f"hydra.run.dir={run_dir}").returncode == 0
     for overrides, message in [
         (["model.width=16", "sfl.num_clients=6"], "model.width 8 -> 16, sfl.num_clients 4 -> 6"),
-        (["sfl=legacy"], "drop sfl=legacy (the run has default)"),
+        (["sfl=legacy"], "drop sfl=legacy (the run has fixed)"),
     ]:
         result = run(f"resume={run_dir}", *overrides)
         assert result.returncode == 2, result.stderr[-3000:]

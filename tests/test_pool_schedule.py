@@ -186,7 +186,7 @@ def test_a_short_last_batch_still_counts_a_step():
     assert steps_per_pass(2250, 20) == 113 and steps_per_pass(2240, 20) == 112
 
 
-def tiny_module(symmetric: str = "legacy", **kw) -> MocoSFL:
+def tiny_module(loss: str = "legacy_sum", **kw) -> MocoSFL:
     torch.manual_seed(0)
     split = build_split_model("resnet18", cut_layer=1, width=8, image_size=16)
     sgd = partial(torch.optim.SGD, lr=0.05, momentum=0.9)
@@ -196,15 +196,15 @@ def tiny_module(symmetric: str = "legacy", **kw) -> MocoSFL:
         client_optimizer=sgd,
         fedavg_weights="uniform",
         queue_size=32,
-        symmetric=symmetric,
+        loss=loss,
         head_hidden_dim=32,
         head_out_dim=16,
     )
     return MocoSFL(split, **{**args, **kw})
 
 
-@pytest.mark.parametrize("symmetric, first", [("legacy", "query"), ("true", "key")])
-def test_enqueue_order(symmetric, first):
+@pytest.mark.parametrize("loss, first", [("legacy_sum", "query"), ("two_way", "key")])
+def test_enqueue_order(loss, first):
     """Legacy enqueues the original's [k1, k2]: the keys of the query view's latents first.
 
     At the first step every momentum copy still equals its online model (the EMA of equal
@@ -212,7 +212,7 @@ def test_enqueue_order(symmetric, first):
     """
     torch.manual_seed(1)
     views = {"query": torch.randn(1, 6, 3, 16, 16), "key": torch.randn(1, 6, 3, 16, 16)}
-    module = tiny_module(symmetric)
+    module = tiny_module(loss)
     before = copy.deepcopy(module)
     fit_one_step(module, {**views, "client_ids": torch.tensor([0]), "step": 0})
 

@@ -288,7 +288,7 @@ def test_table_averages_the_paper_seeds_per_row_and_variant(tmp_path, monkeypatc
         fake_run(tmp_path, row, seed, top1, **{"attack/mse": 0.04})
     fake_run(tmp_path, row, 1236, 84.0, age=1, **{"attack/mse": 0.04})  # a later re-run counts
     fake_run(tmp_path, row, 7, 10.0)  # not a paper seed
-    fake_run(tmp_path, row, 1234, 70.0, preset="default")
+    fake_run(tmp_path, row, 1234, 70.0, preset="fixed")
     fake_run(tmp_path, None, 1234, 10.0)  # not a paper row
     assert not any(run.differences for run in table.find_runs(tmp_path))
     rows = table.summarize(table.find_runs(tmp_path))
@@ -402,16 +402,21 @@ def test_table_flags_a_run_whose_row_config_is_gone(tmp_path):
 
 
 def test_a_run_from_before_the_plan_counts_with_its_variant(tmp_path):
-    """A legacy run saved before sfl.variant and the federated plan (data.num_clients and the
-    other mirrors of sfl, no sfl.code_epoch_steps) has the row's settings and is reported as
-    legacy; a run whose sfl.variant says legacy is reported so, whatever its preset's name."""
+    """A legacy run saved before sfl.variant, the federated plan (data.num_clients and the
+    other mirrors of sfl, no sfl.code_epoch_steps) and sfl.loss (sfl.symmetric, sfl.eval_feature)
+    has the row's settings and is reported as legacy; a run whose sfl.variant says legacy is
+    reported so, whatever its preset's name."""
     old = fake_run(tmp_path, ROW, 1234, 80.0)
     config = OmegaConf.load(old / ".hydra" / "config.yaml")
     del config.sfl.variant, config.sfl.code_epoch_steps
     for key in ("num_clients", "clients_per_step", "client_batch_size", "sync_every", "pool"):
         config.data[key] = f"${{sfl.{key}}}"
+    config.sfl.symmetric, config.sfl.eval_feature = "legacy", "head"
+    del config.sfl.loss, config.module.loss
+    config.module.symmetric = "${sfl.symmetric}"
+    config.callbacks.knn.feature = "${sfl.eval_feature}"
     (old / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(config))
-    named = fake_run(tmp_path, ROW, 1235, 82.0, preset="default", overrides=("sfl.variant=legacy",))
+    named = fake_run(tmp_path, ROW, 1235, 82.0, preset="fixed", overrides=("sfl.variant=legacy",))
     by_path = {run.path: run for run in table.find_runs(tmp_path)}
     assert by_path[old].variant == "legacy" and by_path[old].differences == []
     assert by_path[named].variant == "legacy"

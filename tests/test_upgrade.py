@@ -18,11 +18,13 @@ MIRRORS = {
     "sync_every": "${sfl.sync_every}",
     "pool": "${sfl.pool}",
 }
+SYMMETRIC_OF_LOSS = {"two_way": "true", "one_way": "off", "legacy_sum": "legacy"}
 
 
 def old_layout(config: dict, resolved: bool) -> dict:
     """``config`` as checkpoints stored it before the federated plan: the sfl settings mirrored
-    under data, the code epoch a data setting, FedAvg's interval its own, no data.blur."""
+    under data, the code epoch a data setting, FedAvg's interval its own, no data.blur, the
+    loss mode as sfl.symmetric and the kNN feature as sfl.eval_feature."""
     old = copy.deepcopy(config)
     sfl = old["sfl"]
     old["data"].update(
@@ -31,14 +33,25 @@ def old_layout(config: dict, resolved: bool) -> dict:
     )
     del old["data"]["blur"]
     old["callbacks"]["fedavg"]["every"] = sfl["sync_every"] if resolved else "${sfl.sync_every}"
+    sfl["symmetric"] = SYMMETRIC_OF_LOSS[sfl.pop("loss")]
+    if "module" in old:
+        module = old["module"]
+        module["symmetric"] = (
+            SYMMETRIC_OF_LOSS[module.pop("loss")] if resolved else "${sfl.symmetric}"
+        )
+    knn = old["callbacks"].get("knn")
+    if knn:
+        sfl["eval_feature"] = knn["feature"]
+        knn["feature"] = knn["feature"] if resolved else "${sfl.eval_feature}"
     return old
 
 
 def test_upgrade_moves_every_old_key_and_leaves_its_input_alone():
     new = {
         "data": {"name": "synthetic", "blur": "pil"},
-        "sfl": {"num_clients": 4, "sync_every": 3, "code_epoch_steps": 7},
-        "callbacks": {"fedavg": {"sync_momentum": True}},
+        "sfl": {"num_clients": 4, "sync_every": 3, "code_epoch_steps": 7, "loss": "legacy_sum"},
+        "module": {"loss": "legacy_sum"},
+        "callbacks": {"fedavg": {"sync_momentum": True}, "knn": {"feature": "head"}},
     }
     new["sfl"].update(clients_per_step=2, client_batch_size=4, pool="epoch")
     old = old_layout(new, resolved=True)

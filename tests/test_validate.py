@@ -8,22 +8,22 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from mocosfl.config import (
+    CONFIG_DIR,
+    check_overrides_or_exit,
+    suggest_key_typos,
+    validate_config,
+)
 from mocosfl.data.partition import make_partition
 from mocosfl.errors import ConfigError
 from mocosfl.models import build_split_model
 from mocosfl.sfl import MocoSFL
 from mocosfl.sfl.plan import FederatedPlan
 from mocosfl.sfl.schedules import LRSchedule
-from mocosfl.utils.validate import (
-    CONFIG_DIR,
-    check_overrides_or_exit,
-    suggest_key_typos,
-    validate_config,
-)
 
 from helpers import TINY
 
-EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 
 
 def problems(compose_train, *overrides: str) -> str:
@@ -53,7 +53,8 @@ def problems(compose_train, *overrides: str) -> str:
         ("sfl.num_clients=0", "sfl.num_clients=0 must be >= 1"),
         ("sfl.legacy_client_period=0", "sfl.legacy_client_period=0 must be >= 1"),
         ("sfl.pool=never", "sfl.pool='never' must be one of round, step, epoch"),
-        ("sfl.symmetric=maybe", "sfl.symmetric='maybe' must be true, legacy or off"),
+        ("sfl.loss=maybe", "sfl.loss='maybe' must be one of two_way, one_way, legacy_sum"),
+        ("callbacks.knn.feature=pooled", "callbacks.knn.feature='pooled' must be one of backbone"),
         ("sfl.sync_momentum=yes", "sfl.sync_momentum='yes' must be true or false"),
         ("sfl.server_schedule=linear", "sfl.server_schedule='linear' must be one of"),
         ("sfl.client_engine=threads", "sfl.client_engine='threads' must be one of loop, vmap"),
@@ -87,7 +88,7 @@ def test_a_bad_value_is_named_by_its_key(compose_train, override, message):
     "overrides, message",
     [
         (["sfl.num_clients=abc"], "sfl.num_clients='abc' must be an integer"),
-        (["sfl=auto_adjust", "sfl.num_clients=abc"], "sfl.num_clients='abc' must be an integer"),
+        (["sizing=auto_adjust", "sfl.num_clients=abc"], "sfl.num_clients='abc' must be an integer"),
         (["sfl.num_clients=5.0"], "sfl.num_clients=5.0 must be an integer"),
         (["sfl.temperature=true"], "sfl.temperature=true must be a number"),
         (["seed=abc"], "seed='abc' must be an integer"),
@@ -123,8 +124,9 @@ def test_every_problem_is_listed_in_one_line(compose_train):
         TINY,
         [*TINY, "trainer.max_steps=6", "callbacks.knn.k=5", "sfl.client_engine=vmap"],
         ["sfl=legacy"],
-        ["sfl=auto_adjust", "sfl.num_clients=1000"],
-        ["sfl.symmetric=false", "sfl.symmetric=off"],
+        ["sizing=auto_adjust", "sfl.num_clients=1000"],
+        ["sfl=legacy", "sizing=auto_adjust"],
+        ["sfl.loss=one_way", "sfl.loss=legacy_sum"],
         ["sfl.temperature=1", "sfl.ema_decay=0", "sfl.sync_every=0", "sfl.client_lr=0"],
         ["callbacks=attack", "trainer=ddp", "data=cifar100", "data.partition=dirichlet"],
         ["hparams_search=knn_optuna"],
@@ -208,8 +210,8 @@ def test_unknown_key_suggests_the_closest(overrides, message):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["sfl=legasy"], "did you mean sfl=legacy? Available options: auto_adjust, "),
-        (["sfl=default,legasy"], "Could not find 'sfl/legasy'"),
+        (["sfl=legasy"], "did you mean sfl=legacy? Available options: fixed, legacy"),
+        (["sfl=fixed,legasy"], "Could not find 'sfl/legasy'"),
         (["data=mnist"], "Could not find 'data/mnist'; Available options: cifar10, cifar100"),
         (["experiment=dem"], "did you mean experiment=demo?"),
     ],
@@ -224,7 +226,7 @@ def test_unknown_group_choice_lists_the_options(overrides, message):
     [
         ("train", []),
         ("train", TINY),
-        ("train", ["sfl=legacy,default", "sfl.lr=0.1,0.2", "sfl.queue_size=range(1024,4097,1024)"]),
+        ("train", ["sfl=legacy,fixed", "sfl.lr=0.1,0.2", "sfl.queue_size=range(1024,4097,1024)"]),
         ("train", ["sfl.temperature=interval(0.05,0.5)", "seed=choice(1,2)"]),
         ("train", ["sfl.lr=tag(log, interval(0.003, 0.3))", "hparams_search=knn_optuna"]),
         ("train", ["+foo=1", "foo=2", "++bar.baz=3", "+sfl.extra=1"]),
@@ -254,7 +256,7 @@ def test_check_overrides_exits_with_one_line(capsys):
     "argv",
     [
         ["-m", "sfl.lr=0.1,0.2", "hydra.sweep.dir=/tmp/x"],
-        ["--multirun", "sfl=legacy,default"],
+        ["--multirun", "sfl=legacy,fixed"],
         ["--help"],
         ["--cfg", "job", "sfl.num_clients=3"],
         ["--config-dir", "/elsewhere", "something.else=1"],  # another config: Hydra's business
@@ -275,4 +277,4 @@ def test_check_overrides_follows_the_config_name(capsys):
 
 
 def test_config_dir_is_the_repository_conf():
-    assert CONFIG_DIR == Path(__file__).resolve().parents[1] / "conf"
+    assert Path(CONFIG_DIR) == Path(__file__).resolve().parents[1] / "conf"

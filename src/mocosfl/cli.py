@@ -7,9 +7,9 @@ from typing import Any, TypeVar
 import hydra
 from omegaconf import DictConfig
 
+from mocosfl.config import check_overrides_or_exit
 from mocosfl.errors import ConfigError
 from mocosfl.utils.run import CONFIG_DIR, user_errors
-from mocosfl.utils.validate import check_overrides_or_exit
 
 Result = TypeVar("Result")
 

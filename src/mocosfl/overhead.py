@@ -17,12 +17,12 @@ from omegaconf import DictConfig
 
 import mocosfl  # noqa: F401  (registers the config resolvers)
 from mocosfl.cli import hydra_entry
+from mocosfl.config import validate_config
 from mocosfl.costs import MB, MFLOPS, RunCosts, cut_traffic_per_image, run_costs
 from mocosfl.data import FederatedDataModule, build_datamodule, plan_of
 from mocosfl.errors import ConfigError
 from mocosfl.utils.run import with_num_threads
 from mocosfl.utils.summary import print_summary
-from mocosfl.utils.validate import validate_config
 
 # The paper's Table 1 (docs/paper.md, Communication): CIFAR-10, ResNet-18, per client, MB =
 # 2**20 bytes; 1000 clients, 200 syncs, 50 images a client in each of 200 epochs. The original's
@@ -93,12 +93,12 @@ def _mb(value: float) -> str:
 def client_lines(cfg: DictConfig, costs: RunCosts) -> list[str]:
     """The run's setting and what one client model costs."""
     c, sfl = costs.client, cfg.sfl
-    views, online = cut_traffic_per_image(costs.symmetric, costs.clients_train)
+    views, online = cut_traffic_per_image(costs.loss, costs.clients_train)
     sync = f"FedAvg every {sfl.sync_every} steps" if sfl.sync_every else "no FedAvg"
     return [
         f"Cost per client: {cfg.model.arch} (width {cfg.model.width}, {cfg.model.norm}), "
         f"cut {sfl.cut_layer}, {cfg.data.name} {cfg.data.image_size}px, "
-        f"symmetric={costs.symmetric}{'' if costs.clients_train else ', frozen clients'}",
+        f"loss={costs.loss}{'' if costs.clients_train else ', frozen clients'}",
         f"  {sfl.num_clients} clients, {sfl.clients_per_step} a step x {sfl.client_batch_size} "
         f"image(s), {sync}{' (momentum copies too)' if sfl.sync_momentum else ''}; "
         f"{costs.steps_per_epoch} steps an epoch, {costs.total_steps} steps = "
@@ -180,7 +180,7 @@ def overhead(cfg: DictConfig) -> dict[str, Any]:
         plan_of(cfg),  # its code epoch unknown: rounds of sfl.sync_every steps
         steps_per_epoch=epoch_steps,
         total_steps=total_steps(cfg.trainer, epoch_steps),
-        symmetric=cfg.sfl.symmetric,
+        loss=cfg.sfl.loss,
         sync_momentum=cfg.sfl.sync_momentum,
         clients_train=cfg.sfl.client_lr > 0,
         bytes_per_element=cfg.bytes_per_element,

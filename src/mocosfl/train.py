@@ -18,6 +18,7 @@ import mocosfl  # noqa: F401  (registers the config resolvers)
 from mocosfl.api import final_checkpoint, load_checkpoint
 from mocosfl.callbacks import FedAvgCallback, RunInterrupted
 from mocosfl.cli import hydra_entry
+from mocosfl.config import validate_config
 from mocosfl.data import build_datamodule
 from mocosfl.errors import ConfigError
 from mocosfl.privacy.taressfl import init_from_checkpoint
@@ -30,7 +31,6 @@ from mocosfl.utils.run import (
     write_metrics,
 )
 from mocosfl.utils.summary import duration, print_summary
-from mocosfl.utils.validate import validate_config
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -27,7 +27,7 @@ class CostCallback(L.Callback):
             datamodule.plan,
             steps_per_epoch=datamodule.steps_per_epoch,
             total_steps=int(trainer.estimated_stepping_batches),
-            symmetric=pl_module.symmetric,
+            loss=pl_module.loss_mode,
             sync_momentum=self.sync_momentum,
             clients_train=pl_module.bank.base_lr > 0,
             bytes_per_element=self.bytes_per_element,

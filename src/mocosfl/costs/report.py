@@ -9,7 +9,7 @@ from torch import nn
 
 from mocosfl.costs.profile import ClientCosts, measure_client
 from mocosfl.costs.traffic import MB, TRAFFIC_PARTS, Traffic, client_traffic, cut_traffic_per_image
-from mocosfl.sfl.loss import symmetric_mode
+from mocosfl.sfl.loss import loss_mode
 from mocosfl.sfl.plan import FederatedPlan
 
 __all__ = ["MFLOPS", "RunCosts", "run_costs"]
@@ -23,7 +23,7 @@ class RunCosts:
     per epoch and over the whole run."""
 
     client: ClientCosts
-    symmetric: str
+    loss: str
     clients_train: bool
     steps_per_epoch: int
     total_steps: int
@@ -38,7 +38,7 @@ class RunCosts:
     def training_flops_per_image(self) -> int:
         """Client FLOPs a training image costs in this loss mode: forward + backward for each
         latent that gets a gradient, a forward for each other latent (momentum, or frozen)."""
-        latents, online = cut_traffic_per_image(self.symmetric, self.clients_train)
+        latents, online = cut_traffic_per_image(self.loss, self.clients_train)
         c = self.client
         return online * c.forward_backward_flops + (latents - online) * c.forward_flops
 
@@ -46,7 +46,7 @@ class RunCosts:
     def training_activation_bytes_per_image(self) -> int:
         """Peak client memory a training image holds before the backward: a saved forward for
         each latent that gets a gradient, and each other latent."""
-        latents, online = cut_traffic_per_image(self.symmetric, self.clients_train)
+        latents, online = cut_traffic_per_image(self.loss, self.clients_train)
         c = self.client
         return online * c.activation_bytes + (latents - online) * c.latent_bytes
 
@@ -82,7 +82,7 @@ def run_costs(
     *,
     steps_per_epoch: int,
     total_steps: int,
-    symmetric: bool | str,
+    loss: str,
     sync_momentum: bool,
     clients_train: bool = True,
     bytes_per_element: int = 4,
@@ -94,14 +94,14 @@ def run_costs(
         "model_numel": measured.fedavg_numel,
         "latent_numel": measured.latent_numel,
         "plan": plan,
-        "symmetric": symmetric,
+        "loss": loss,
         "sync_momentum": sync_momentum,
         "clients_train": clients_train,
         "bytes_per_element": bytes_per_element,
     }
     return RunCosts(
         client=measured,
-        symmetric=symmetric_mode(symmetric),
+        loss=loss_mode(loss),
         clients_train=clients_train,
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mocosfl.sfl.loss import symmetric_mode
+from mocosfl.sfl.loss import loss_mode
 from mocosfl.sfl.plan import FederatedPlan
 
 __all__ = ["MB", "TRAFFIC_PARTS", "Traffic", "client_traffic", "cut_traffic_per_image"]
@@ -22,18 +22,19 @@ MB = 2**20
 TRAFFIC_PARTS = ("upload", "download", "latents_up", "gradients_down", "model_up", "model_down")
 
 
-def cut_traffic_per_image(symmetric: bool | str, clients_train: bool = True) -> tuple[int, int]:
+def cut_traffic_per_image(loss: str, clients_train: bool = True) -> tuple[int, int]:
     """(latents sent up, gradients sent back) per training image, as MocoSFL.training_step
     exchanges them.
 
-    ``sfl.symmetric=true`` encodes both views with the online and the momentum client (4 latents)
-    and gets a gradient for each online one; ``legacy`` and ``off`` one view each (2 and 1).
+    ``sfl.loss=two_way`` encodes both views with the online and the momentum client (4 latents)
+    and gets a gradient for each online one; ``legacy_sum`` and ``one_way`` one view each (2 and
+    1).
     Frozen clients (``sfl.client_lr=0``, TAResSFL stage 2) never change, so their online and
     momentum copies are one model: each view's latent goes up once and no gradient comes back.
     """
     if not clients_train:
         return 2, 0
-    return (4, 2) if symmetric_mode(symmetric) == "true" else (2, 1)
+    return (4, 2) if loss_mode(loss) == "two_way" else (2, 1)
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def client_traffic(
     plan: FederatedPlan,
     steps: float,
     syncs: float,
-    symmetric: bool | str,
+    loss: str,
     sync_momentum: bool,
     clients_train: bool = True,
     bytes_per_element: int = 4,
@@ -83,10 +84,10 @@ def client_traffic(
     """Traffic of an average client over ``steps`` steps holding ``syncs`` FedAvg rounds.
 
     ``model_numel``: values of one client model FedAvg exchanges; ``latent_numel``: values of one
-    image's latent; ``symmetric``, ``clients_train``: see :func:`cut_traffic_per_image`; a frozen
+    image's latent; ``loss``, ``clients_train``: see :func:`cut_traffic_per_image`; a frozen
     client also has nothing to average. ``sync_momentum``: the momentum copy travels too.
     """
-    latents, gradients = cut_traffic_per_image(symmetric, clients_train)
+    latents, gradients = cut_traffic_per_image(loss, clients_train)
     one_latent_per_image = plan.images_per_client(steps) * latent_numel * bytes_per_element
     models = (2 if sync_momentum else 1) if clients_train else 0
     syncs_per_client = syncs * plan.clients_per_sync() / plan.num_clients

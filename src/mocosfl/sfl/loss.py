@@ -5,9 +5,10 @@ import torch.nn.functional as F
 
 from mocosfl.errors import ConfigError
 
-# sfl.symmetric: true = both views through both branches, the mean of the two losses; legacy =
-# the original's sum; off = one view each (docs/differences.md, "symmetric loss").
-SYMMETRIC_MODES = ("true", "legacy", "off")
+# sfl.loss, how a step feeds InfoNCE its two views: two_way = each view as query against the
+# other as key, the mean of the two terms; one_way = one term; legacy_sum = the original's sum of
+# two terms whose second gives the clients no gradient (docs/differences.md, "symmetric loss").
+LOSS_MODES = ("two_way", "one_way", "legacy_sum")
 
 
 def info_nce(
@@ -37,9 +38,8 @@ def contrastive_accuracy(logits: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(dim=1) == 0).float().mean() * 100.0
 
 
-def symmetric_mode(value: bool | str) -> str:
-    """Normalise ``sfl.symmetric`` (YAML may hand over a bool) to one of SYMMETRIC_MODES."""
-    mode = {True: "true", False: "off"}.get(value, value) if isinstance(value, bool) else str(value)
-    if mode.lower() not in SYMMETRIC_MODES:
-        raise ConfigError(f"sfl.symmetric={value!r} is not valid; choose true, legacy or off")
-    return mode.lower()
+def loss_mode(value: str) -> str:
+    """``value`` if it is one of LOSS_MODES, else a ConfigError naming ``sfl.loss``."""
+    if value not in LOSS_MODES:
+        raise ConfigError(f"sfl.loss={value!r} is not valid; choose {', '.join(LOSS_MODES)}")
+    return value

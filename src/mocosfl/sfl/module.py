@@ -15,7 +15,7 @@ from torch import nn
 from mocosfl.errors import ConfigError
 from mocosfl.models import ProjectionHead, SplitModel
 from mocosfl.sfl.engines import make_client_bank
-from mocosfl.sfl.loss import contrastive_accuracy, info_nce, symmetric_mode
+from mocosfl.sfl.loss import contrastive_accuracy, info_nce, loss_mode
 from mocosfl.sfl.momentum import momentum_copy, update_momentum
 from mocosfl.sfl.queue import NegativeQueue
 from mocosfl.sfl.schedules import LRSchedule, legacy_client_period
@@ -53,7 +53,7 @@ class MocoSFL(L.LightningModule):
         queue_size: int = 6000,
         temperature: float = 0.1,
         ema_decay: float = 0.99,
-        symmetric: bool | str = True,
+        loss: str = "two_way",
         head_hidden_dim: int = 1024,
         head_out_dim: int = 1024,
         server_schedule: str = "cosine_step",
@@ -94,7 +94,7 @@ class MocoSFL(L.LightningModule):
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        self.symmetric = symmetric_mode(symmetric)
+        self.loss_mode = loss_mode(loss)
         self.temperature = temperature
         self.ema_decay = ema_decay
         self.cut_layer = split_model.cut_layer
@@ -227,7 +227,7 @@ class MocoSFL(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         ids = batch["client_ids"].tolist()
         query_images, key_images = batch["query"], batch["key"]
-        two_way = self.symmetric == "true"
+        two_way = self.loss_mode == "two_way"
 
         # Clients (the original's order): momentum copies update, then encode the keys.
         self.bank.update_momentum(ids)
@@ -243,7 +243,7 @@ class MocoSFL(L.LightningModule):
             online_in = [query_latents, query_latents_swapped]
             keys_in = [key_latents, key_latents_swapped]
             with_client_grad = online_in
-        elif self.symmetric == "legacy":
+        elif self.loss_mode == "legacy_sum":
             # The original's sum kept on purpose (docs/differences.md, "symmetric loss"): the
             # second term feeds the momentum clients' latents to the online server, so the
             # clients only learn from the first term.
@@ -272,7 +272,7 @@ class MocoSFL(L.LightningModule):
             for q, k in zip(queries, keys)
         ]
         losses = [t[0] for t in terms]
-        loss = sum(losses) if self.symmetric == "legacy" else sum(losses) / len(losses)
+        loss = sum(losses) if self.loss_mode == "legacy_sum" else sum(losses) / len(losses)
 
         optimizer = self.optimizers()
         optimizer.zero_grad()
@@ -295,7 +295,7 @@ class MocoSFL(L.LightningModule):
             mine = slice(rank * len(pool) // world, (rank + 1) * len(pool) // world)
             self.bank.share_pool(pool, mine)
             keys = [self.all_gather(k).flatten(0, 1) for k in keys]  # in pool order
-        if self.symmetric == "legacy":
+        if self.loss_mode == "legacy_sum":
             # The original enqueues the query view's keys first (docs/differences.md, "enqueue
             # order"); it matters when the queue's end cuts a step's keys in two.
             keys = keys[::-1]
