@@ -23,7 +23,7 @@ CIFAR = (3, 32, 32)
 
 
 def test_client_params_and_flops_of_the_papers_resnet18():
-    """Reference section 1.2: 1,856 parameters at cut 1 (MocoSFL-1), 75,840 at cut 2 (MocoSFL-3)."""
+    """docs/paper.md: 1,856 parameters at cut 1 (MocoSFL-1), 75,840 at cut 2 (MocoSFL-3)."""
     cut1 = measure_client(build_split_model(cut_layer=1).client, CIFAR)
     cut2 = measure_client(build_split_model(cut_layer=2).client, CIFAR)
     assert (cut1.params, cut2.params) == (1_856, 75_840)

@@ -25,8 +25,8 @@ ROWS = [name for name in CONFIGS if not name.startswith("table_base")]
 # (sfl, sizing): a row sets every value that sizing=auto_adjust would.
 PRESETS = (("fixed", "manual"), ("legacy", "manual"), ("legacy", "auto_adjust"))
 
-# Reference section 2.2, per number of clients: (clients a round, images per client and step,
-# FedAvg every n steps, the original's code epochs = T_max of its client cosine).
+# docs/paper.md (Cross-client settings), per number of clients: (clients a round, images per
+# client and step, FedAvg every n steps, the original's code epochs = T_max of its client cosine).
 CLIENT_SETTINGS = {
     5: (5, 20, 50, 200),
     20: (5, 20, 12, 800),

@@ -5,7 +5,8 @@ from collections.abc import Sequence
 from torch import nn
 
 from mocosfl.errors import ConfigError
-from mocosfl.sfl.clients import ClientBank, LoopClientBank, OptimizerFactory
+from mocosfl.sfl.clients import ClientBank, OptimizerFactory
+from mocosfl.sfl.loop_clients import LoopClientBank
 from mocosfl.sfl.vmap_clients import VmapClientBank
 
 CLIENT_ENGINES: dict[str, type[ClientBank]] = {"loop": LoopClientBank, "vmap": VmapClientBank}

@@ -1,4 +1,9 @@
-"""MocoSFL as one LightningModule: the server, its momentum copy and queue, and the clients."""
+"""MocoSFL as one LightningModule: the server, its momentum copy and queue, and the clients.
+
+Over 300 lines on purpose: a method is one file (its hooks, checkpoint state and training step
+read together); the pieces that stand alone are modules of their own (``loss``, ``queue``,
+``momentum``, ``schedules``, the client banks).
+"""
 
 import copy
 import random

@@ -18,7 +18,7 @@ class VmapClientBank(ClientBank):
     ``vmap`` of ``functional_call`` over the client model, steps SGD on those rows with each
     client's own momentum buffer, and scatters them back: clients outside the pool are never
     read or written. The SGD update is ``torch.optim.SGD``'s, row by row (per-client learning
-    rates), so this engine matches :class:`~mocosfl.sfl.clients.LoopClientBank`.
+    rates), so this engine matches :class:`~mocosfl.sfl.loop_clients.LoopClientBank`.
 
     Limits: the client model has no buffers (GroupNorm, the default, not BatchNorm) and the
     client optimizer is SGD.
