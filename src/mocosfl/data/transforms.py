@@ -17,16 +17,8 @@ at once, on the device of the input, in float32 on [0, 1] pixels:
   does), each op applied to the images that have it in that slot;
 * the blur is separable with one kernel per image, written as per-image matrices ``L @ x @ R``
   (padding folded in) so that one batched matmul blurs and, with R's columns reversed, also
-  flips; images that are neither blurred nor flipped are left alone. Two strengths
-  (``blur``, docs/differences.md, row "blur"):
-
-  - ``kernel10``: a true Gaussian of ``int(0.1 * S)`` taps (rounded up to odd, at least 3) with
-    reflect padding. At 32 px that is 3 taps, which caps the blur near 0.8 px whatever sigma;
-  - ``pil``: the operator of PIL's ``ImageFilter.GaussianBlur(radius=sigma)``, which the original
-    applies: per axis, three passes of an extended box filter (Gwosdek et al. 2011) whose total
-    variance is sigma^2, each pass replicating the edge pixels. It differs from PIL only by PIL's
-    fixed-point arithmetic, rounded to 8 bits after every pass (on real CIFAR-10 images 0.3 to
-    0.6 levels of 255 on average, tests/test_fidelity_data.py).
+  flips; images that are neither blurred nor flipped are left alone. The blur's two strengths,
+  ``kernel10`` and ``pil`` (the original's), are those of :mod:`~mocosfl.data.blur`.
 
 Other differences from the PIL pipeline: no 8-bit rounding between ops.
 """
@@ -39,6 +31,8 @@ from collections.abc import Sequence
 import torch
 from torchvision.ops import roi_align
 
+from .blur import BLUR_KINDS, PIL_PASSES, gaussian_matrices, pil_box_radius, pil_matrices
+
 __all__ = [
     "BLUR_KINDS",
     "MoCoV2Augmentation",
@@ -47,12 +41,8 @@ __all__ = [
     "rgb_to_hsv",
 ]
 
-_GRAY = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision / PIL use
+_GRAY = (0.2989, 0.587, 0.114)  # the luma weights of torchvision / PIL grayscale
 _TRIES = 10  # torchvision's RandomResizedCrop rejection-sampling tries
-BLUR_KINDS = ("kernel10", "pil")  # see the module docstring
-# The blur of every run before data.blur existed: what a checkpoint without the setting used.
-BLUR_BEFORE_CHOICE = "kernel10"
-_PIL_PASSES = 3  # box passes per axis of PIL's Gaussian blur
 
 # Column layout of the per-image uniform draws.
 _C_SCALE = slice(0, _TRIES)
@@ -152,70 +142,6 @@ def _hue(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 _JITTER_OPS = (_brightness, _contrast, _saturation, _hue)
 
 
-# -- blur operators --------------------------------------------------------------------------
-def _reflect_taps(size: int, offsets: torch.Tensor) -> torch.Tensor:
-    """``[S, k]`` source pixel of each tap ``offsets`` (int64 ``[k]``) of each output pixel,
-    mirrored at 0 and ``S - 1`` without repeating the edge (torch's ``reflect`` padding)."""
-    taps = torch.arange(size, device=offsets.device).view(size, 1) + offsets.view(1, -1)
-    taps = taps.abs()
-    return torch.where(taps > size - 1, 2 * (size - 1) - taps, taps)
-
-
-def _replicate_taps(size: int, offsets: torch.Tensor) -> torch.Tensor:
-    """As :func:`_reflect_taps`, with the edge pixels repeated (PIL's box blur does this)."""
-    taps = torch.arange(size, device=offsets.device).view(size, 1) + offsets.view(1, -1)
-    return taps.clamp_(0, size - 1)
-
-
-def _band_matrices(kernels: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """Per-image 1-D convolution matrices ``[n, S, S]`` from ``kernels [n, k]`` and ``taps
-    [S, k]``: row ``i`` of matrix ``j`` holds ``kernels[j, t]`` at column ``taps[i, t]`` (summed
-    where a padded tap falls on a pixel twice), so the padding is folded into the matrix."""
-    n, k = kernels.shape
-    size = taps.shape[0]
-    mat = torch.zeros(n, size, size, device=kernels.device)
-    mat.scatter_add_(
-        2, taps.view(1, size, k).expand(n, -1, -1), kernels.view(n, 1, k).expand(-1, size, -1)
-    )
-    return mat
-
-
-def _gaussian_matrices(sigma: torch.Tensor, size: int, taps: int) -> torch.Tensor:
-    """``kernel10``: a sampled Gaussian of ``taps`` (odd) taps per image, reflect padding.
-    ``sigma [n]`` -> ``[n, S, S]``."""
-    n, half = sigma.shape[0], taps // 2
-    pos = torch.arange(taps, dtype=torch.float32, device=sigma.device) - half
-    kern = torch.exp(-(pos.view(1, taps) ** 2) / (2.0 * sigma.view(n, 1) ** 2))
-    kern = kern / kern.sum(dim=1, keepdim=True)
-    return _band_matrices(kern, _reflect_taps(size, pos.long()))
-
-
-def _pil_box_radius(sigma: torch.Tensor) -> torch.Tensor:
-    """Radius ``r = l + a`` of the extended box whose ``_PIL_PASSES``-fold repetition has variance
-    ``sigma^2``, as PIL chooses it (Gwosdek et al. 2011): weight 1 on the taps ``|d| <= l``, ``a``
-    on ``|d| = l + 1``, normalised by ``2 r + 1``. With ``v = sigma^2 / passes`` the variance of
-    one pass, ``l`` is the widest plain box not above it (``l (l + 1) / 3 <= v``) and ``a`` solves
-    ``(l (l + 1) (2 l + 1) / 3 + 2 a (l + 1)^2) / (2 l + 1 + 2 a) = v``. Elementwise."""
-    v = sigma.double() ** 2 / _PIL_PASSES
-    whole = torch.floor((torch.sqrt(12.0 * v + 1.0) - 1.0) / 2.0)
-    part = (2.0 * whole + 1.0) * (3.0 * v - whole * (whole + 1.0))
-    part = part / (6.0 * ((whole + 1.0) ** 2 - v))
-    return (whole + part).to(sigma.dtype)
-
-
-def _pil_matrices(sigma: torch.Tensor, size: int, reach: int) -> torch.Tensor:
-    """``pil``: PIL's Gaussian blur along one axis, ``sigma [n]`` -> ``[n, S, S]``: three passes
-    of the extended box of :func:`_pil_box_radius`, each repeating the edge pixels (so the edge
-    handling is that of three padded passes, not of one padded three-pass kernel). ``reach``:
-    the largest tap offset of one pass, ``floor(r) + 1`` for the largest sigma."""
-    offsets = torch.arange(-reach, reach + 1, device=sigma.device)
-    radius = _pil_box_radius(sigma).view(-1, 1)
-    # weight of tap d: 1 for |d| <= l, a = r - l for |d| = l + 1, 0 beyond, over 2 r + 1
-    box = (radius + 1.0 - offsets.abs().to(sigma.dtype).view(1, -1)).clamp_(0.0, 1.0)
-    box = _band_matrices(box / (2.0 * radius + 1.0), _replicate_taps(size, offsets))
-    return box @ box @ box
-
-
 class MoCoV2Augmentation:
     """MoCo v2 augmentation of a uint8 batch, every random draw taken from ``generator``.
 
@@ -260,8 +186,8 @@ class MoCoV2Augmentation:
             k = max(3, int(0.1 * self.image_size))
             self.blur_kernel_size = k if k % 2 == 1 else k + 1
         else:
-            self._box_reach = int(_pil_box_radius(torch.tensor(self.blur_sigma[1]))) + 1
-            self.blur_kernel_size = 2 * _PIL_PASSES * self._box_reach + 1
+            self._box_reach = int(pil_box_radius(torch.tensor(self.blur_sigma[1]))) + 1
+            self.blur_kernel_size = 2 * PIL_PASSES * self._box_reach + 1
 
     def __repr__(self) -> str:
         return (
@@ -313,9 +239,9 @@ class MoCoV2Augmentation:
         """
         n = sigma.shape[0]
         if self.blur == "kernel10":
-            mat = _gaussian_matrices(sigma, size, self.blur_kernel_size)
+            mat = gaussian_matrices(sigma, size, self.blur_kernel_size)
         else:
-            mat = _pil_matrices(sigma, size, self._box_reach)
+            mat = pil_matrices(sigma, size, self._box_reach)
         mat = torch.where(blur.view(n, 1, 1), mat, torch.eye(size, device=sigma.device))
         right = mat.transpose(1, 2)
         right = torch.where(flip.view(n, 1, 1), right.flip(2), right)

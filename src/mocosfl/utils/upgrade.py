@@ -5,7 +5,7 @@ attack and resume as they were trained."""
 import copy
 from typing import Any
 
-from mocosfl.data.transforms import BLUR_BEFORE_CHOICE
+from mocosfl.data.blur import BLUR_BEFORE_CHOICE
 
 # Once mirrored under data (data.num_clients: ${sfl.num_clients}, ...): the plan reads sfl's.
 _DATA_MIRRORS = ("num_clients", "clients_per_step", "client_batch_size", "sync_every", "pool")
