@@ -162,7 +162,8 @@ def test_split_sizes_from_settings_match_the_loaded_data(val_images, max_train_i
         synthetic={"train_size": 64, "test_size": 8},
     )
     datamodule.setup()
-    assert datamodule.split_sizes(64) == (datamodule.num_val_images, datamodule.num_train_images)
+    sizes = datamodule.settings.split_sizes(64)
+    assert sizes == (datamodule.num_val_images, datamodule.num_train_images)
 
 
 def final_state(run_dir: Path) -> dict[str, torch.Tensor]:

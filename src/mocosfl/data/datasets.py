@@ -25,10 +25,9 @@ def load_image_set(
     image_size: int = 32,
     synthetic: dict | None = None,
 ) -> ImageSet:
-    """Load one split of a data set as an :class:`ImageSet` (see the module docstring)."""
+    """Load one split of a data set as an :class:`ImageSet` of ``image_size`` (at least 8) px
+    square images (see the module docstring)."""
     check_split(split)
-    if int(image_size) < 8:
-        raise ConfigError(f"data.image_size={image_size} is too small; use at least 8")
     key = str(name).lower()
     if key in ("cifar10", "cifar100"):
         return load_cifar(key, root, split, download=download, image_size=image_size)

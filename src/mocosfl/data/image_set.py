@@ -3,6 +3,7 @@ int64 labels; and the normalisation statistics it is seen with."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -73,6 +74,15 @@ def pixel_stats(images: torch.Tensor) -> Stats:
     mean = (share * levels).sum(dim=1)
     std = (share * (levels - mean.view(3, 1)) ** 2).sum(dim=1).sqrt()
     return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def saved_stats(state: Mapping[str, torch.Tensor]) -> Stats:
+    """The ``(mean, std)`` a data module's state holds (float64 ``[3]`` tensors under ``mean``
+    and ``std``). A checkpoint written before they were stored normalised every data set with
+    CIFAR-10's (then the only statistics)."""
+    if "mean" not in state:
+        return NAMED_STATS["cifar10"]
+    return tuple(state["mean"].tolist()), tuple(state["std"].tolist())
 
 
 def check_split(split: str) -> None:

@@ -1,13 +1,16 @@
 """Split training items among clients: pure functions of the labels and a seed.
 
 Every function returns one int64 index array per client (indices into ``labels`` / ``range(n)``);
-together they hold every index exactly once.
+together they hold every index exactly once. The data settings are checked where they are read
+(:class:`~mocosfl.data.settings.DataSettings`); what depends on the data, the number of clients
+the items can serve, is checked here.
 
 * ``iid``: a seeded permutation cut into near-equal contiguous chunks (docs/paper.md, "Data").
-* ``shards`` (McMahan et al.; the original's ``noniid_alllabel``): items are sorted by label, with a
-  seeded shuffle within each label, and cut into ``num_clients * classes_per_client`` shards of
-  near-equal size; each client draws ``classes_per_client`` shards without replacement, so it
-  holds at most that many classes (it may draw two shards of the same class, as in the original).
+* ``shards`` (the original's non-IID split, docs/paper.md, "Data"): items are sorted by label,
+  with a seeded shuffle within each label, and cut into ``num_clients * classes_per_client``
+  shards of near-equal size; each client draws ``classes_per_client`` shards without replacement,
+  so it holds at most that many classes (it may draw two shards of the same class, as in the
+  original).
   Shards never straddle two classes: each class is cut into its own whole number of shards,
   allotted to the classes in proportion to their size (D'Hondt, so shard sizes stay as equal as
   the class sizes allow). When there are fewer shards than classes this is impossible, and the
@@ -74,12 +77,10 @@ def _dhondt(sizes: np.ndarray, seats: int) -> np.ndarray:
 def partition_shards(
     labels: np.ndarray, num_clients: int, classes_per_client: int, seed: int
 ) -> list[np.ndarray]:
-    """McMahan shard split: each client gets ``classes_per_client`` single-class shards."""
+    """Shard split: each client gets ``classes_per_client`` (at least 1) single-class shards."""
     labels = np.asarray(labels)
     n, num_clients, cpc = labels.shape[0], int(num_clients), int(classes_per_client)
     _check_clients(n, num_clients)
-    if cpc < 1:
-        raise ConfigError(f"data.classes_per_client={cpc}; use at least 1")
     num_shards = num_clients * cpc
     if num_shards > n:
         raise ConfigError(
@@ -133,7 +134,7 @@ def partition_dirichlet(
     seed: int,
     min_per_client: int = 1,
 ) -> list[np.ndarray]:
-    """Per class, split its items among clients with proportions ~ Dir(alpha).
+    """Per class, split its items among clients with proportions ~ Dir(alpha), alpha > 0.
 
     Up to 10 draws are tried for one in which every client has ``min_per_client`` items; if none
     is, the last draw is topped up by moving items from the largest clients.
@@ -141,8 +142,6 @@ def partition_dirichlet(
     labels = np.asarray(labels)
     n, num_clients = labels.shape[0], int(num_clients)
     _check_clients(n, num_clients)
-    if not alpha > 0:
-        raise ConfigError(f"data.dirichlet_alpha={alpha}; use a positive value (e.g. 0.5)")
     if min_per_client < 0 or min_per_client * num_clients > n:
         raise ConfigError(
             f"cannot give each of {num_clients} clients {min_per_client} of {n} images; "
@@ -179,23 +178,15 @@ def make_partition(
     classes_per_client: int = 2,
     dirichlet_alpha: float = 0.5,
 ) -> list[np.ndarray]:
-    """Dispatch on ``kind`` in iid | shards | dirichlet, with ConfigError for bad arguments."""
+    """Dispatch on ``kind`` in iid | shards | dirichlet."""
     labels = np.asarray(labels)
-    kind = str(kind).lower()
-    if kind not in PARTITION_KINDS:
-        raise ConfigError(
-            f"unknown data.partition={kind!r}; use one of {', '.join(PARTITION_KINDS)}"
-        )
-    if int(classes_per_client) < 1:
-        raise ConfigError(f"data.classes_per_client={classes_per_client}; use at least 1")
-    if not float(dirichlet_alpha) > 0:
-        raise ConfigError(f"data.dirichlet_alpha={dirichlet_alpha}; use a positive value")
-    _check_clients(labels.shape[0], int(num_clients))
     if kind == "iid":
         return partition_iid(labels.shape[0], num_clients, seed)
     if kind == "shards":
         return partition_shards(labels, num_clients, classes_per_client, seed)
-    return partition_dirichlet(labels, num_clients, dirichlet_alpha, seed)
+    if kind == "dirichlet":
+        return partition_dirichlet(labels, num_clients, dirichlet_alpha, seed)
+    raise ConfigError(f"unknown data.partition={kind!r}; use one of {', '.join(PARTITION_KINDS)}")
 
 
 def label_counts(labels: np.ndarray, parts: list[np.ndarray], num_classes: int) -> np.ndarray:

@@ -87,7 +87,8 @@ class ExpertDataModule(FederatedDataModule):
     set (its training split), or ``name: null`` for the target data set's own training images
     outside the validation split and the expert's target share; ``classes`` keeps only those
     classes; ``batch_size`` auxiliary images join the ``client_batch_size`` target images of every
-    step. An epoch is one pass over the larger of the two sets.
+    step. An epoch is one pass over the larger of the two sets. Its settings are checked when
+    it is built, as those of the data module.
     """
 
     def __init__(
@@ -105,10 +106,6 @@ class ExpertDataModule(FederatedDataModule):
         self.aux_batch_size = int(self.aux.get("batch_size") or self.plan.client_batch_size)
         self.aux_set: ImageSet | None = None
         self.aux_indices: np.ndarray | None = None
-
-    def check_settings(self) -> None:
-        """The data module's checks, and the expert's."""
-        super().check_settings()
         unknown = sorted(set(self.aux) - set(_AUX_KEYS))
         checks = [
             (
@@ -134,15 +131,15 @@ class ExpertDataModule(FederatedDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.aux_indices is not None:
             return  # idempotent
-        super().setup(stage)  # checks, loads the target data set, holds out its validation split
+        super().setup(stage)  # loads the target data set, holds out its validation split
         train = self.split_indices("train")
         count = round(self.target_fraction * train.shape[0])
-        rng = np.random.default_rng([self.seed, 103])
+        rng = np.random.default_rng([self.settings.seed, 103])
         expert = np.sort(rng.choice(train, count, replace=False)).astype(np.int64)
         exclude = np.union1d(self.val_indices, expert)
         self.aux_set, self.aux_indices = self._auxiliary(exclude)
         self.client_parts = [expert]
-        self._step_dataset = self._expert_steps()
+        self._step_dataset = self._expert_steps(expert)
 
     def _auxiliary(self, exclude: np.ndarray) -> tuple[ImageSet, np.ndarray]:
         """The auxiliary image set and the indices of its images the expert trains on."""
@@ -153,7 +150,7 @@ class ExpertDataModule(FederatedDataModule):
         else:
             images = load_image_set(
                 name,
-                self.aux.get("root", self.root),
+                self.aux.get("root", self.settings.root),
                 "train",
                 bool(self.aux.get("download", False)),
                 self.image_size,
@@ -162,29 +159,26 @@ class ExpertDataModule(FederatedDataModule):
             candidates = np.arange(len(images))
         for c in self.aux.get("classes") or []:
             if not 0 <= int(c) < images.num_classes:
-                raise ConfigError(f"data.aux.classes: {c} is not a class of {name or self.name}")
+                raise ConfigError(
+                    f"data.aux.classes: {c} is not a class of {name or self.settings.name}"
+                )
         chosen = in_classes(images.labels, candidates, self.aux.get("classes"))
         if chosen.shape[0] == 0:
             raise ConfigError("the auxiliary set is empty: check data.aux.name and .classes")
         return images, chosen.astype(np.int64)
 
-    def _expert_steps(self) -> ExpertStepDataset:
+    def _expert_steps(self, expert: np.ndarray) -> ExpertStepDataset:
         """Auxiliary then target stream (the target one only with a non-empty share)."""
-        share = self.client_parts[0].shape[0]  # none: the module's code epoch is Lightning's
+        share = expert.shape[0]  # none: the module's code epoch is Lightning's
         self.plan = self._configured_plan.with_client0(share) if share else self._configured_plan
-        aux_name = str(self.aux.get("name") or self.name).lower()
+        run_seed = self.settings.seed
+        aux_name = str(self.aux.get("name") or self.settings.name).lower()
         aux_stats = DATASET_STATS.get(aux_name, (self.mean, self.std))
-        aux_seed = int(np.random.SeedSequence([self.seed, _AUX_SEED_STREAM]).generate_state(1)[0])
+        aux_seed = int(np.random.SeedSequence([run_seed, _AUX_SEED_STREAM]).generate_state(1)[0])
         target_stats = (self.mean, self.std)
         sources = [
             (self.aux_set, self.aux_indices, self.aux_batch_size, aux_seed, aux_stats),
-            (
-                self.train_set,
-                self.client_parts[0],
-                self.plan.client_batch_size,
-                self.seed,
-                target_stats,
-            ),
+            (self.train_set, expert, self.plan.client_batch_size, run_seed, target_stats),
         ]
         streams, stats = [], []
         for images, indices, batch_size, seed, (mean, std) in sources:
