@@ -19,7 +19,7 @@ import mocosfl  # noqa: F401  (registers the config resolvers)
 from mocosfl.cli import hydra_entry
 from mocosfl.config import validate_config
 from mocosfl.costs import MB, MFLOPS, RunCosts, cut_traffic_per_image, run_costs
-from mocosfl.data import FederatedDataModule, build_datamodule, plan_of
+from mocosfl.data import build_datamodule, plan_of
 from mocosfl.errors import ConfigError
 from mocosfl.utils.run import with_num_threads
 from mocosfl.utils.summary import print_summary
@@ -52,7 +52,7 @@ def steps_per_epoch(cfg: DictConfig) -> int:
     subclass such as TAResSFL's expert data defines its own epoch)."""
     datamodule = build_datamodule(cfg)
     settings = datamodule.settings
-    if type(datamodule) is FederatedDataModule and settings.name in KNOWN_TRAIN_SPLIT:
+    if datamodule.partitions_train_split and settings.name in KNOWN_TRAIN_SPLIT:
         images = settings.split_sizes(KNOWN_TRAIN_SPLIT[settings.name])[1]
     else:
         datamodule.setup("fit")

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,7 +12,7 @@ import lightning as L
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from mocosfl.errors import ConfigError
 from mocosfl.sfl.plan import FederatedPlan
@@ -55,13 +54,13 @@ class FederatedDataModule(L.LightningDataModule):
     ``data`` are the ``data`` config group's values; ``settings`` (:class:`DataSettings`) holds
     them, checked when the module is built. ``setup()`` (idempotent) loads the train and test
     splits (:func:`load_image_set`), holds out the validation split and keeps the clients' share
-    of the rest (:meth:`DataSettings.hold_out`), and partitions that share among the plan's
-    clients. A problem that depends on the data raises
+    of the rest (:meth:`DataSettings.hold_out`), and gives that share to the clients
+    (:meth:`make_training_stream`). A problem that depends on the data raises
     :class:`ConfigError` there, before training. ``plan``
     (:class:`~mocosfl.sfl.plan.FederatedPlan`) says which clients train at which step; after
     ``setup()`` its code epoch is known (:meth:`FederatedPlan.with_client0`).
 
-    ``train_dataloader()`` yields the dicts of :class:`FederatedStepDataset` through a
+    ``train_dataloader()`` yields the items of the training stream through a
     :class:`StepSampler` that starts at ``trainer.global_step`` (0 when not attached), so a run
     resumed mid-epoch gets exactly the batches it would have got. ``eval_dataloader(split)``
     yields normalised, unaugmented ``(images, labels)`` of ``train`` (the images actually used for
@@ -74,6 +73,10 @@ class FederatedDataModule(L.LightningDataModule):
     (:meth:`use_saved_stats`).
     """
 
+    # True: the clients train on the training split itself, partitioned, so its size alone
+    # gives their images and the epoch. A subclass that streams other images says False.
+    partitions_train_split = True
+
     def __init__(self, *, plan: FederatedPlan, **data: Any) -> None:
         super().__init__()
         self.settings = DataSettings(**data)
@@ -85,6 +88,7 @@ class FederatedDataModule(L.LightningDataModule):
         self.train_indices: np.ndarray | None = None
         self.val_indices: np.ndarray | None = None
         self.client_parts: list[np.ndarray] | None = None
+        self._step_dataset: Dataset | None = None
 
     @property
     def image_size(self) -> int:
@@ -93,7 +97,7 @@ class FederatedDataModule(L.LightningDataModule):
 
     # -- setup ------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        if self.client_parts is not None:
+        if self._step_dataset is not None:
             return  # Lightning calls it once per stage
         s = self.settings
         train, test = (
@@ -111,12 +115,20 @@ class FederatedDataModule(L.LightningDataModule):
             self.mean, self.std = pixel_stats(train.images)
         self.train_set, self.test_set = train, test
         self.train_indices, self.val_indices = train_idx, val_idx
-        self.client_parts = self._partition()
-        self._step_dataset = self._make_step_dataset()
+        self.client_parts, self._step_dataset = self.make_training_stream()
+        share = self.client_parts[0].shape[0]  # none: the code epoch is left to Lightning's
+        self.plan = self._configured_plan.with_client0(share) if share else self._configured_plan
 
-    def _partition(self) -> list[np.ndarray]:
-        """``train_indices`` partitioned among the plan's clients (:func:`make_partition` with
-        ``settings.partition``, ``classes_per_client``, ``dirichlet_alpha`` and ``seed``)."""
+    def make_training_stream(self) -> tuple[list[np.ndarray], Dataset]:
+        """``(client_parts, stream)``: each client's indices into the training split and the
+        stream of training steps, built at the end of ``setup()`` (splits and statistics known).
+
+        Here ``train_indices`` partitioned among the plan's clients (:func:`make_partition` with
+        ``settings.partition``, ``classes_per_client``, ``dirichlet_alpha`` and ``seed``) in a
+        :class:`FederatedStepDataset`. A subclass that trains on other images returns its own
+        stream, with the members of :class:`FederatedStepDataset` that the module reads:
+        items, ``warm_up``, ``shard``, ``steps_per_epoch`` and ``client_sizes``.
+        """
         s = self.settings
         local = make_partition(
             s.partition,
@@ -132,21 +144,18 @@ class FederatedDataModule(L.LightningDataModule):
                 f"the {s.partition} partition left a client without images; lower "
                 "sfl.num_clients or change the partition settings"
             )
-        return parts
-
-    def _make_step_dataset(self) -> FederatedStepDataset:
-        """The training stream of ``client_parts``; fixes the plan's code epoch to theirs."""
-        self.plan = self._configured_plan.with_client0(self.client_parts[0].shape[0])
-        return FederatedStepDataset(
+        augmentation = self.make_augmentation(self.mean, self.std)
+        stream = FederatedStepDataset(
             self.train_set.images,
-            self.client_parts,
-            self.plan,
-            seed=self.settings.seed,
-            augmentation=self.make_augmentation(self.mean, self.std),
+            parts,
+            self._configured_plan,
+            seed=s.seed,
+            augmentation=augmentation,
         )
+        return parts, stream
 
     def _require_setup(self) -> None:
-        if self.client_parts is None:
+        if self._step_dataset is None:
             raise RuntimeError("call FederatedDataModule.setup() first")
 
     def make_augmentation(
@@ -179,12 +188,13 @@ class FederatedDataModule(L.LightningDataModule):
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(self.num_train_images / self.plan.server_batch_size)
+        """Steps of an epoch of the training stream."""
+        return self.step_dataset().steps_per_epoch
 
     @property
     def client_sizes(self) -> np.ndarray:
-        self._require_setup()
-        return np.array([p.shape[0] for p in self.client_parts], dtype=np.int64)
+        """int64 ``[num_clients]``: the images each client trains on."""
+        return self.step_dataset().client_sizes
 
     def label_counts(self) -> np.ndarray:
         """``[num_clients, num_classes]`` label histogram of each client's partition."""
@@ -216,7 +226,7 @@ class FederatedDataModule(L.LightningDataModule):
         """Normalise with the statistics of a checkpoint's data state (:func:`saved_stats`)
         instead of those ``settings.stats`` gives, so that evaluation and the attack see the
         images as training did. Before ``setup()``, which builds the augmentation with them."""
-        if self.client_parts is not None:
+        if self._step_dataset is not None:
             raise RuntimeError("call use_saved_stats() before setup()")
         self.mean, self.std = saved_stats(state_dict)
 
@@ -263,7 +273,8 @@ class FederatedDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return int(trainer.global_step) if trainer is not None else 0
 
-    def step_dataset(self) -> FederatedStepDataset:
+    def step_dataset(self) -> Dataset:
+        """The training stream (:meth:`make_training_stream`): item ``t`` is step ``t``."""
         self._require_setup()
         return self._step_dataset
 

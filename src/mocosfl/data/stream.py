@@ -21,6 +21,7 @@ All images live in one uint8 tensor per split; partitions are int64 index arrays
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -76,6 +77,16 @@ class FederatedStepDataset(Dataset):
         self.augmentation = augmentation
         self.shard = (0, 1)
         self._reset_cache()
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """``ceil(images / server batch)``: an epoch (see the module docstring)."""
+        return math.ceil(int(self.sizes.sum()) / self.plan.server_batch_size)
+
+    @property
+    def client_sizes(self) -> np.ndarray:
+        """int64 ``[num_clients]``: each client's images."""
+        return self.sizes.copy()
 
     # -- participation counts ---------------------------------------------------------------
     def _reset_cache(self) -> None:

@@ -11,7 +11,6 @@ statistics (the original de-normalises auxiliary images with the target's: docs/
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -61,6 +60,16 @@ class ExpertStepDataset(Dataset):
     def __init__(self, streams: list[FederatedStepDataset], stats: list[Stats]) -> None:
         self.streams, self.stats = streams, stats
 
+    @property
+    def steps_per_epoch(self) -> int:
+        """One pass over the larger of the streams."""
+        return max(stream.steps_per_epoch for stream in self.streams)
+
+    @property
+    def client_sizes(self) -> np.ndarray:
+        """``[1]``: the client's images, every stream's together."""
+        return sum(stream.client_sizes for stream in self.streams)
+
     def warm_up(self, t: int) -> None:
         for stream in self.streams:
             stream.warm_up(t)
@@ -90,6 +99,8 @@ class ExpertDataModule(FederatedDataModule):
     step. An epoch is one pass over the larger of the two sets. Its settings are checked when
     it is built, as those of the data module.
     """
+
+    partitions_train_split = False  # one client: a share of the split plus auxiliary images
 
     def __init__(
         self,
@@ -128,18 +139,16 @@ class ExpertDataModule(FederatedDataModule):
                 raise ConfigError(message)
 
     # -- setup ------------------------------------------------------------------------------
-    def setup(self, stage: str | None = None) -> None:
-        if self.aux_indices is not None:
-            return  # idempotent
-        super().setup(stage)  # loads the target data set, holds out its validation split
-        train = self.split_indices("train")
+    def make_training_stream(self) -> tuple[list[np.ndarray], ExpertStepDataset]:
+        """The expert's share of the target training images (of ``target_classes``) as its
+        one part, streamed with the auxiliary images."""
+        train = in_classes(self.train_set.labels, self.train_indices, self.target_classes)
         count = round(self.target_fraction * train.shape[0])
         rng = np.random.default_rng([self.settings.seed, 103])
         expert = np.sort(rng.choice(train, count, replace=False)).astype(np.int64)
         exclude = np.union1d(self.val_indices, expert)
         self.aux_set, self.aux_indices = self._auxiliary(exclude)
-        self.client_parts = [expert]
-        self._step_dataset = self._expert_steps(expert)
+        return [expert], self._expert_steps(expert)
 
     def _auxiliary(self, exclude: np.ndarray) -> tuple[ImageSet, np.ndarray]:
         """The auxiliary image set and the indices of its images the expert trains on."""
@@ -169,8 +178,6 @@ class ExpertDataModule(FederatedDataModule):
 
     def _expert_steps(self, expert: np.ndarray) -> ExpertStepDataset:
         """Auxiliary then target stream (the target one only with a non-empty share)."""
-        share = expert.shape[0]  # none: the module's code epoch is Lightning's
-        self.plan = self._configured_plan.with_client0(share) if share else self._configured_plan
         run_seed = self.settings.seed
         aux_name = str(self.aux.get("name") or self.settings.name).lower()
         aux_stats = DATASET_STATS.get(aux_name, (self.mean, self.std))
@@ -204,20 +211,6 @@ class ExpertDataModule(FederatedDataModule):
         indices = super().split_indices(split)
         source = self.test_set if split == "test" else self.train_set
         return in_classes(source.labels, indices, self.target_classes)
-
-    @property
-    def client_sizes(self) -> np.ndarray:
-        """The expert's images: its target share and the auxiliary set."""
-        self._require_setup()
-        return np.array([self.client_parts[0].shape[0] + self.aux_indices.shape[0]])
-
-    @property
-    def steps_per_epoch(self) -> int:
-        """One pass over the larger of the auxiliary set and the expert's target share."""
-        self._require_setup()
-        passes = [self.aux_indices.shape[0] / self.aux_batch_size]
-        passes.append(self.client_parts[0].shape[0] / self.plan.client_batch_size)
-        return max(1, math.ceil(max(passes)))
 
     def partition_state(self) -> dict[str, np.ndarray]:
         """The target partition and the auxiliary images (a resumed run must see the same)."""
