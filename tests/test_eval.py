@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import mocosfl.evaluation.cache as feature_cache
+import mocosfl.callbacks.feature_cache as feature_cache
 from mocosfl import load_datamodule, load_encoder, load_module
 from mocosfl.errors import ConfigError
 from mocosfl.eval import evaluate

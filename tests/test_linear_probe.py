@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from mocosfl.callbacks import LinearProbeCallback
+from mocosfl.callbacks.feature_cache import split_features
 from mocosfl.errors import ConfigError
-from mocosfl.evaluation import ProbeSettings, balanced_subset, split_features, train_probe
+from mocosfl.evaluation import ProbeSettings, balanced_subset, train_probe
 from mocosfl.train import train
 
 from helpers import TINY

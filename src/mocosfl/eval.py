@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,6 +26,7 @@ from mocosfl.evaluation import (
     knn_predict,
     train_probe,
 )
+from mocosfl.evaluation.features import Split
 from mocosfl.utils.run import (
     instantiate_each,
     resolve_device,
@@ -37,7 +37,6 @@ from mocosfl.utils.summary import duration, print_summary
 
 KINDS = ("probe", "knn")
 SPLITS = ("train", "val", "test")
-Split = tuple[torch.Tensor, torch.Tensor]  # (features [N, D], labels [N])
 
 
 def knn_metrics(

@@ -2,7 +2,8 @@
 
 import lightning as L
 
-from mocosfl.evaluation import accuracy, knn_predict, split_features
+from mocosfl.callbacks.feature_cache import split_features
+from mocosfl.evaluation import accuracy, knn_predict
 from mocosfl.utils.logging import log_now
 
 

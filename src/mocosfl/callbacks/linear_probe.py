@@ -5,7 +5,8 @@ from typing import Any
 
 import lightning as L
 
-from mocosfl.evaluation import ProbeResult, ProbeSettings, split_features, train_probe
+from mocosfl.callbacks.feature_cache import split_features
+from mocosfl.evaluation import ProbeResult, ProbeSettings, train_probe
 from mocosfl.utils.logging import log_now
 
 FEATURE = "backbone"  # the paper's probe reads the pooled backbone feature, not the head

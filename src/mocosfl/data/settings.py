@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mocosfl.errors import ConfigError
+from mocosfl.errors import ConfigError, check_all
 
 from .datasets import DATASET_NAMES
 from .image_set import DEFAULT_STATS, NAMED_STATS, STATS_CHOICES
@@ -119,9 +119,7 @@ class DataSettings:
             ),
             (self.image_size >= 8, f"data.image_size={self.image_size}; use at least 8"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        check_all(checks)
 
     # The sizes and the draw of the split side by side: the cost report counts an epoch from
     # split_sizes alone, and must count the images hold_out gives the clients.

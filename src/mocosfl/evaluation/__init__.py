@@ -1,6 +1,5 @@
 """Evaluation of frozen encoders: feature extraction, the kNN classifier and the probe."""
 
-from mocosfl.evaluation.cache import split_features
 from mocosfl.evaluation.features import extract_features
 from mocosfl.evaluation.knn import knn_predict
 from mocosfl.evaluation.linear import (
@@ -18,6 +17,5 @@ __all__ = [
     "balanced_subset",
     "extract_features",
     "knn_predict",
-    "split_features",
     "train_probe",
 ]

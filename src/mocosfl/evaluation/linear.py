@@ -20,15 +20,14 @@ from torchmetrics.functional.classification import (
     multiclass_confusion_matrix,
 )
 
-from mocosfl.errors import ConfigError
+from mocosfl.errors import ConfigError, check_all
+from mocosfl.evaluation.features import Split
 from mocosfl.models.layers import init_xavier_
 
 HEADS = ("linear", "mlp")
 SCHEDULES = ("cosine", "multistep", "constant")
 # The paper's semi-supervised milestones, epochs 60 and 80 of 100, as fractions of the budget.
 MULTISTEP_MILESTONES = (0.6, 0.8)
-
-Split = tuple[torch.Tensor, torch.Tensor]  # (features [N, D] float, labels [N] int64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +62,7 @@ class ProbeSettings:
                 f"probe.label_fraction={self.label_fraction}; use a value in (0, 1]",
             ),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        check_all(checks)
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any]) -> "ProbeSettings":

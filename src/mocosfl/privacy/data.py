@@ -22,7 +22,7 @@ from mocosfl.data.datasets import load_image_set
 from mocosfl.data.image_set import DATASET_STATS, ImageSet
 from mocosfl.data.module import FederatedDataModule
 from mocosfl.data.stream import FederatedStepDataset
-from mocosfl.errors import ConfigError
+from mocosfl.errors import ConfigError, check_all
 
 Stats = tuple[Sequence[float], Sequence[float]]  # (mean, std) per channel
 
@@ -134,9 +134,7 @@ class ExpertDataModule(FederatedDataModule):
             ),
             (self.aux_batch_size >= 1, f"data.aux.batch_size={self.aux_batch_size}; use >= 1"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        check_all(checks)
 
     # -- setup ------------------------------------------------------------------------------
     def make_training_stream(self) -> tuple[list[np.ndarray], ExpertStepDataset]:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from mocosfl.errors import ConfigError
+from mocosfl.errors import ConfigError, check_all
 from mocosfl.models import ProjectionHead, SplitModel
 from mocosfl.sfl.engines import make_client_bank
 from mocosfl.sfl.loss import contrastive_accuracy, info_nce, loss_mode
@@ -96,9 +96,7 @@ class MocoSFL(L.LightningModule):
                 "the original's",
             ),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        check_all(checks)
         self.loss_mode = loss_mode(loss)
         self.temperature = temperature
         self.ema_decay = ema_decay

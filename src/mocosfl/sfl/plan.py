@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mocosfl.errors import ConfigError
+from mocosfl.errors import check_all
 
 __all__ = ["POOL_MODES", "FederatedPlan", "draw_pool", "steps_per_pass"]
 
@@ -97,9 +97,7 @@ class FederatedPlan:
                 "pass over client 0's images",
             ),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        check_all(checks)
 
     @classmethod
     def from_config(cls, sfl: Mapping[str, Any], seed: int) -> FederatedPlan:

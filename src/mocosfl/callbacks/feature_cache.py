@@ -7,12 +7,9 @@ the same epoch they read them from here instead of passing the data through the 
 from weakref import WeakKeyDictionary
 
 import lightning as L
-import torch
 from torch import nn
 
-from mocosfl.evaluation.features import extract_features
-
-Split = tuple[torch.Tensor, torch.Tensor]
+from mocosfl.evaluation.features import Split, extract_features
 
 
 class FeatureCache:
