@@ -54,10 +54,9 @@ def steps_per_epoch(cfg: DictConfig) -> int:
     settings = datamodule.settings
     if datamodule.partitions_train_split and settings.name in KNOWN_TRAIN_SPLIT:
         images = settings.split_sizes(KNOWN_TRAIN_SPLIT[settings.name])[1]
-    else:
-        datamodule.setup("fit")
-        images = datamodule.num_train_images
-    return math.ceil(images / datamodule.plan.server_batch_size)
+        return math.ceil(images / datamodule.plan.server_batch_size)
+    datamodule.setup("fit")
+    return datamodule.steps_per_epoch
 
 
 def total_steps(trainer_cfg: DictConfig, epoch_steps: int) -> int:
