@@ -33,6 +33,60 @@ COLLAPSE_VARIANCE = 1e-5
 COLLAPSE_CHECK_EVERY = 50  # steps between two collapse checks (after the first epoch)
 
 
+def fedavg_weights_of(
+    fedavg_weights: str, client_sizes: Sequence[int] | None
+) -> Sequence[int] | None:
+    """The client bank's FedAvg weights for ``sfl.fedavg_weights``: the clients' data sizes
+    (``data``) or None, equal weights (``uniform``)."""
+    if fedavg_weights not in ("data", "uniform"):
+        raise ConfigError(f"sfl.fedavg_weights={fedavg_weights!r}: choose data or uniform")
+    if fedavg_weights == "data" and client_sizes is None:
+        raise ConfigError("sfl.fedavg_weights=data needs the clients' data sizes")
+    return client_sizes if fedavg_weights == "data" else None
+
+
+def moco_checks(
+    num_clients: int, queue_size: int, temperature: float, ema_decay: float
+) -> list[tuple[bool, str]]:
+    """The (ok, message) checks of the settings every federated MoCo method shares."""
+    return [
+        (num_clients >= 1, f"sfl.num_clients={num_clients}; use at least 1"),
+        (queue_size >= 1, f"sfl.queue_size={queue_size}; use at least 1"),
+        (
+            temperature > 0,
+            f"sfl.temperature={temperature}; use a positive value (it divides the logits)",
+        ),
+        (0 <= ema_decay < 1, f"sfl.ema_decay={ema_decay}; use a value in [0, 1)"),
+    ]
+
+
+def save_run_state(module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+    """What a checkpoint needs besides the module's tensors to resume exactly: the client
+    optimizers of ``module.bank``, the run config and the random streams."""
+    checkpoint["client_optimizers"] = module.bank.optimizer_state()
+    checkpoint["run_config"] = module.run_config
+    checkpoint["run_source"] = module.run_source
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    # Plain types and tensors only, so the checkpoint loads with torch.load(weights_only=True).
+    checkpoint["rng_states"] = {
+        "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "python": random.getstate(),
+    }
+
+
+def load_run_state(checkpoint: dict[str, Any]) -> list[dict] | None:
+    """Restore the random streams :func:`save_run_state` saved; returns the client optimizers'
+    states, for the module to load once it is on its device (``on_train_start``)."""
+    rng = checkpoint.get("rng_states")
+    if rng:
+        torch.set_rng_state(rng["torch"])
+        kind, keys, *rest = rng["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+        random.setstate(rng["python"])
+    return checkpoint.get("client_optimizers")
+
+
 class MocoSFL(L.LightningModule):
     """Split-federated MoCo v2 (Li et al., ICLR 2023).
 
@@ -68,20 +122,11 @@ class MocoSFL(L.LightningModule):
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
-        if fedavg_weights not in ("data", "uniform"):
-            raise ConfigError(f"sfl.fedavg_weights={fedavg_weights!r}: choose data or uniform")
-        if fedavg_weights == "data" and client_sizes is None:
-            raise ConfigError("sfl.fedavg_weights=data needs the clients' data sizes")
+        weights = fedavg_weights_of(fedavg_weights, client_sizes)
         # Checked here too (not only from the config) since the module can be built from Python.
         schedules = ", ".join(LRSchedule.KINDS)
         checks = [
-            (num_clients >= 1, f"sfl.num_clients={num_clients}; use at least 1"),
-            (queue_size >= 1, f"sfl.queue_size={queue_size}; use at least 1"),
-            (
-                temperature > 0,
-                f"sfl.temperature={temperature}; use a positive value (it divides the logits)",
-            ),
-            (0 <= ema_decay < 1, f"sfl.ema_decay={ema_decay}; use a value in [0, 1)"),
+            *moco_checks(num_clients, queue_size, temperature, ema_decay),
             (
                 server_schedule in LRSchedule.KINDS,
                 f"sfl.server_schedule={server_schedule!r}; use one of {schedules}",
@@ -113,7 +158,7 @@ class MocoSFL(L.LightningModule):
             num_clients,
             client_optimizer,
             ema_decay,
-            weights=client_sizes if fedavg_weights == "data" else None,
+            weights=weights,
         )
         self.server_optimizer_factory = server_optimizer
         self.server_schedule = LRSchedule(server_schedule)
@@ -148,25 +193,10 @@ class MocoSFL(L.LightningModule):
             self._pending_client_optimizers = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["client_optimizers"] = self.bank.optimizer_state()
-        checkpoint["run_config"] = self.run_config
-        checkpoint["run_source"] = self.run_source
-        kind, keys, pos, has_gauss, gauss = np.random.get_state()
-        # Plain types and tensors only, so the checkpoint loads with torch.load(weights_only=True).
-        checkpoint["rng_states"] = {
-            "torch": torch.get_rng_state(),
-            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
-            "python": random.getstate(),
-        }
+        save_run_state(self, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._pending_client_optimizers = checkpoint.get("client_optimizers")
-        rng = checkpoint.get("rng_states")
-        if rng:
-            torch.set_rng_state(rng["torch"])
-            kind, keys, *rest = rng["numpy"]
-            np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-            random.setstate(rng["python"])
+        self._pending_client_optimizers = load_run_state(checkpoint)
 
     @property
     def total_steps(self) -> int:
