@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import lightning as L
 import torch
 from torch import nn
 
 from mocosfl.data import FederatedDataModule, build_datamodule
 from mocosfl.errors import ConfigError
 from mocosfl.evaluation import ProbeSettings
-from mocosfl.sfl import MocoSFL
 from mocosfl.utils.run import CONFIG_DIR
 from mocosfl.utils.upgrade import upgrade_run_config
 
@@ -62,24 +62,34 @@ def load_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def final_checkpoint(module: MocoSFL, partition: dict[str, torch.Tensor], global_step: int) -> dict:
-    """The content of ``final.ckpt``: the FedAvg client model, the server and the head, the run
-    config and, as ``partition``, the data module's ``state_dict()`` (the partition and the
-    normalisation statistics)."""
+# The parts a split method keeps outside its client bank (MocoSFL's); FL-MoCo has none, its
+# clients being whole networks.
+SERVER_PARTS = ("server", "head")
+
+
+def final_checkpoint(
+    module: L.LightningModule, partition: dict[str, torch.Tensor], global_step: int
+) -> dict:
+    """The content of ``final.ckpt``: the FedAvg client model, the server and the head (for the
+    methods that have them), the run config and, as ``partition``, the data module's
+    ``state_dict()`` (the partition and the normalisation statistics)."""
     return {
         "format": FINAL_FORMAT,
         "run_config": module.run_config,
         "global_step": global_step,
         "client": module.bank.averaged_client().state_dict(),
-        "server": module.server.state_dict(),
-        "head": module.head.state_dict(),
+        **{
+            part: getattr(module, part).state_dict()
+            for part in SERVER_PARTS
+            if hasattr(module, part)
+        },
         "partition": partition,
     }
 
 
-def load_module(ckpt_path: str | Path) -> MocoSFL:
-    """The trained MocoSFL module (on the CPU), built from the checkpoint's run config as
-    ``mocosfl.train`` builds it, with the checkpoint's weights; ``module.run_config`` is set.
+def load_module(ckpt_path: str | Path) -> L.LightningModule:
+    """The trained module of the run's method (on the CPU), built from the checkpoint's run
+    config as ``mocosfl.train`` builds it, with its weights; ``module.run_config`` is set.
 
     From a ``final.ckpt`` the module has one client, the FedAvg model (the momentum copies
     start as copies of the online models, the queue is empty): all that evaluation and the
@@ -95,9 +105,10 @@ def load_module(ckpt_path: str | Path) -> MocoSFL:
     )
     if final:
         module.bank.load_client(ckpt["client"])
-        for part, state in [("server", ckpt["server"]), ("head", ckpt["head"])]:
-            getattr(module, part).load_state_dict(state)
-            getattr(module, f"{part}_momentum").load_state_dict(state)
+        for part in SERVER_PARTS:
+            if part in ckpt:
+                getattr(module, part).load_state_dict(ckpt[part])
+                getattr(module, f"{part}_momentum").load_state_dict(ckpt[part])
     else:
         module.load_state_dict(ckpt["state_dict"])
     module.run_config = run_config

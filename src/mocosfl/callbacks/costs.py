@@ -1,8 +1,10 @@
 """Log what the run costs each client: parameters, FLOPs, activation memory, traffic."""
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
 
 from mocosfl.costs import run_costs
+from mocosfl.sfl import MocoSFL
 from mocosfl.utils.logging import log_now
 
 
@@ -13,6 +15,8 @@ class CostCallback(L.Callback):
 
     The client is measured on a CPU copy with a fixed input, so the run itself (its weights,
     devices and random streams) is not touched: runs with and without this callback are equal.
+    The accounting is split learning's (a client part, latents across the cut), so other
+    methods (FL-MoCo) are skipped with an info line rather than given numbers that are not theirs.
     """
 
     def __init__(self, sync_momentum: bool = True, bytes_per_element: int = 4) -> None:
@@ -20,6 +24,12 @@ class CostCallback(L.Callback):
         self.bytes_per_element = bytes_per_element
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not isinstance(pl_module, MocoSFL):
+            rank_zero_info(
+                f"callbacks.costs: no cost/* metrics for {type(pl_module).__name__}; the cost "
+                "accounting is MocoSFL's (split client, latents across the cut)"
+            )
+            return
         datamodule = trainer.datamodule
         costs = run_costs(
             pl_module.bank.template(),
