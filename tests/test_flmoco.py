@@ -1,0 +1,190 @@
+"""FL-MoCo (``module=flmoco``): one client is centralized MoCo, FedAvg is the data-weighted mean,
+and a run trains, evaluates and resumes exactly on MocoSFL's clock."""
+
+import copy
+import json
+import os
+import signal
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import open_dict
+
+from mocosfl.api import load_encoder
+from mocosfl.errors import ConfigError
+from mocosfl.flssl import FLMoCo
+from mocosfl.models import build_split_model
+from mocosfl.sfl import info_nce
+from mocosfl.train import train
+
+from helpers import TINY, fit_one_step, flat_state
+
+LR, MOMENTUM, WD, T, DECAY = 0.05, 0.9, 5e-4, 0.1, 0.99
+
+
+def make_module(loss: str = "two_way", num_clients: int = 1, **kwargs) -> FLMoCo:
+    torch.manual_seed(0)
+    split = build_split_model("resnet18", cut_layer=2, width=8, image_size=16)
+    sgd = partial(torch.optim.SGD, lr=LR, momentum=MOMENTUM, weight_decay=WD)
+    settings = dict(fedavg_weights="uniform", queue_size=32, head_hidden_dim=32, head_out_dim=16)
+    settings.update(kwargs)
+    module = FLMoCo(
+        split,
+        num_clients=num_clients,
+        client_optimizer=sgd,
+        temperature=T,
+        ema_decay=DECAY,
+        loss=loss,
+        client_schedule="constant",
+        **settings,
+    )
+    return module.double()
+
+
+def centralized_step(online, ema, negatives, xq, xk, loss: str):
+    """MoCo v2 on the whole network with one optimizer, written out by hand; returns the loss
+    and the keys the step enqueues."""
+    with torch.no_grad():
+        for p, m in zip(online.parameters(), ema.parameters()):
+            m.mul_(DECAY).add_(p, alpha=1 - DECAY)
+    pairs = [(xq, xk), (xk, xq)] if loss == "two_way" else [(xq, xk)]
+    losses, keys = [], []
+    for a, b in pairs:
+        q = F.normalize(online(a), dim=1)
+        with torch.no_grad():
+            keys.append(F.normalize(ema(b), dim=1))
+        losses.append(info_nce(q, keys[-1], negatives, T)[0])
+    total = sum(losses) / len(losses)
+    opt = torch.optim.SGD(online.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
+    total.backward()
+    opt.step()
+    return total.detach(), torch.cat(keys)
+
+
+@pytest.mark.parametrize("loss", ["one_way", "two_way"])
+def test_one_client_one_step_equals_centralized_moco(loss):
+    torch.manual_seed(1)
+    xq, xk = (torch.randn(1, 6, 3, 16, 16, dtype=torch.float64) for _ in range(2))
+    batch = {"query": xq, "key": xk, "client_ids": torch.tensor([0]), "step": 0}
+
+    module = make_module(loss)
+    reference = copy.deepcopy(module)
+    trainer = fit_one_step(module, batch)
+    negatives = reference.queues.keys[0].clone()
+    want_loss, want_keys = centralized_step(
+        reference.bank.online[0], reference.bank.momentum[0], negatives, xq[0], xk[0], loss
+    )
+
+    assert trainer.global_step == 1  # one step of the pool, not one per client optimizer
+    got_loss = trainer.callback_metrics["train/loss"].item()
+    assert got_loss == pytest.approx(want_loss.item(), abs=1e-9)
+    got, want = module.state_dict(), reference.state_dict()
+    assert got.keys() == want.keys()
+    for name in want:
+        if name.startswith(("queues.", "bank.participated", "bank.steps")):
+            continue
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-9, msg=name)
+    n = want_keys.shape[0]
+    torch.testing.assert_close(module.queues.keys[0, :n], want_keys, rtol=0, atol=1e-9)
+    torch.testing.assert_close(module.queues.keys[0, n:], negatives[n:], rtol=0, atol=0)
+    assert module.queues.ptr.tolist() == [n]
+
+
+def test_fedavg_is_the_data_weighted_mean_and_idle_clients_do_not_train():
+    sizes = [1.0, 2.0, 3.0, 4.0]
+    module = make_module(num_clients=4, fedavg_weights="data", client_sizes=sizes)
+    start = copy.deepcopy(module.state_dict())
+    torch.manual_seed(2)
+    xq, xk = (torch.randn(2, 4, 3, 16, 16, dtype=torch.float64) for _ in range(2))
+    fit_one_step(module, {"query": xq, "key": xk, "client_ids": torch.tensor([0, 2]), "step": 0})
+
+    bank = module.bank
+    trained = {k: v.clone() for k, v in module.state_dict().items()}
+    # The momentum copies move only from the second step on (online == momentum at the first).
+    for c in range(4):
+        mine = [k for k in trained if k.startswith((f"bank.online.{c}.", f"bank.momentum.{c}."))]
+        moved = [not torch.equal(trained[k], start[k]) for k in mine]
+        assert any(moved) == (c in (0, 2)), c
+    assert module.queues.ptr.tolist() == [8, 0, 8, 0]  # two views of 4 images, own queue only
+    assert torch.equal(module.queues.keys[[1, 3]], start["queues.keys"][[1, 3]])
+    assert [bool(bank.optimizers[c].state) for c in range(4)] == [True, False, True, False]
+
+    stats = bank.fedavg(sync_momentum=True)
+    assert stats["pool_size"] == 2
+    for kind in ("online", "momentum"):
+        for name in bank.online[0].state_dict():
+            rows = [trained[f"bank.{kind}.{c}.{name}"] for c in (0, 2)]
+            if not rows[0].is_floating_point():
+                continue
+            want = (sizes[0] * rows[0] + sizes[2] * rows[1]) / (sizes[0] + sizes[2])
+            for c in range(4):
+                got = getattr(bank, kind)[c].state_dict()[name]
+                torch.testing.assert_close(got, want, rtol=0, atol=1e-12, msg=f"{kind} {c} {name}")
+    assert not bank.participated.any()
+    # Queues are each client's own: FedAvg leaves them alone.
+    assert torch.equal(module.queues.keys, trained["queues.keys"])
+
+
+def test_refuses_the_split_only_settings_in_one_line():
+    with pytest.raises(ConfigError, match="legacy_sum"):
+        make_module("legacy_sum")
+    with pytest.raises(ConfigError, match="client_engine"):
+        make_module(client_engine="vmap")
+
+
+class InterruptAt(L.Callback):
+    """Sends this process ``signum`` at the end of step ``step``."""
+
+    def __init__(self, step: int, signum: int = signal.SIGTERM) -> None:
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+RUN = [*TINY, "module=flmoco", "~callbacks.linear_probe"]
+
+
+def test_run_trains_evaluates_and_skips_the_split_costs(compose_train):
+    cfg = compose_train([*RUN, "trainer.max_epochs=2", "callbacks.knn.k=5"])
+    metrics = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == metrics
+    for key in ("train/loss", "val/knn_top1", "test/knn_top1", "fl/divergence"):
+        assert key in saved, key
+    assert 0.0 <= saved["test/knn_top1"] <= 100.0
+    assert saved["fl/syncs"] == 4 and saved["global_step"] == 12  # rounds of 3 steps
+    assert not [k for k in saved if k.startswith("cost/")]
+    encoder = load_encoder(out / "checkpoints" / "final.ckpt")
+    assert encoder(torch.randn(2, 3, 16, 16)).shape == (2, cfg.model.width * 8)
+
+
+def test_resume_mid_round_continues_exactly(compose_train, tmp_path):
+    common = [*RUN, "~callbacks.knn", "trainer.max_steps=8"]
+    common += ["callbacks.checkpoint.every_n_train_steps=100"]  # only the signal saves at 4
+    straight = compose_train(common)
+    train(straight)
+
+    interrupted = compose_train(common)
+    interrupted.paths.output_dir = str(tmp_path / "interrupted")
+    with open_dict(interrupted):
+        interrupted.callbacks.interrupt = {"_target_": f"{__name__}.InterruptAt", "step": 4}
+    assert train(interrupted)["step"] == 4  # mid-round: rounds end after steps 3 and 6
+    checkpoint = tmp_path / "interrupted" / "checkpoints" / "last.ckpt"
+    resumed = compose_train([*common, f"ckpt_path={checkpoint}"])
+    resumed.paths.output_dir = str(tmp_path / "resumed")
+    train(resumed)
+
+    want = flat_state(Path(straight.paths.output_dir) / "checkpoints" / "last.ckpt")
+    got = flat_state(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    assert want.keys() == got.keys()
+    assert any(k.startswith("model/queues.") for k in want)
+    assert any(k.startswith("opt/client") for k in want)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-6, msg=name)
