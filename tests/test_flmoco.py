@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from omegaconf import open_dict
 
 from mocosfl.api import load_encoder
+from mocosfl.config import validate_config
 from mocosfl.errors import ConfigError
 from mocosfl.flssl import FLMoCo
 from mocosfl.models import build_split_model
@@ -152,6 +153,7 @@ RUN = [*TINY, "module=flmoco", "~callbacks.linear_probe"]
 
 def test_run_trains_evaluates_and_skips_the_split_costs(compose_train):
     cfg = compose_train([*RUN, "trainer.max_epochs=2", "callbacks.knn.k=5"])
+    validate_config(cfg)  # what the command line checks first
     metrics = train(cfg)
     out = Path(cfg.paths.output_dir)
     saved = json.loads((out / "metrics.json").read_text())

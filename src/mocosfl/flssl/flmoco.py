@@ -144,6 +144,8 @@ class FLMoCo(L.LightningModule):
 
     # -- the algorithm ----------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """One local step of every pool client on its own views ``query``/``key`` [P, b, C, H, W];
+        returns the pool's mean loss []."""
         ids = batch["client_ids"].tolist()
         views = [(batch["query"], batch["key"])]
         if self.loss_mode == "two_way":
