@@ -96,7 +96,6 @@ class FLMoCo(L.LightningModule):
         check_all(checks)
         self.loss_mode = loss_mode(loss)
         self.temperature = temperature
-        self.feature_dim = split_model.feature_dim
         head = ProjectionHead(split_model.feature_dim, head_hidden_dim, head_out_dim)
         model = nn.Sequential(
             OrderedDict(client=split_model.client, server=split_model.server, head=head)
