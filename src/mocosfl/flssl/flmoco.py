@@ -19,7 +19,7 @@ from mocosfl.errors import ConfigError, check_all
 from mocosfl.models import ProjectionHead, SplitModel
 from mocosfl.sfl.engines import make_client_bank
 from mocosfl.sfl.loss import contrastive_accuracy, info_nce, loss_mode
-from mocosfl.sfl.module import fedavg_weights_of, load_run_state, moco_checks, save_run_state
+from mocosfl.sfl.method import fedavg_weights_of, load_run_state, moco_checks, save_run_state
 from mocosfl.sfl.queue import ClientQueues
 from mocosfl.sfl.schedules import LRSchedule
 
