@@ -27,6 +27,11 @@ from wandb.sdk.launch.sweeps.utils import create_sweep_command_args  # the agent
 
 from mocosfl import table
 from mocosfl.data import build_datamodule
+from mocosfl.report import paper_runs
+from mocosfl.report.markdown import SHOWN_DIFFERENCES, format_table
+from mocosfl.report.paper_runs import find_runs
+from mocosfl.report.row_config import FROM_CHOICE
+from mocosfl.report.rows import PAPER_SEEDS, summarize
 
 from helpers import TINY
 
@@ -282,29 +287,29 @@ def fake_run(
 
 
 def test_table_averages_the_paper_seeds_per_row_and_variant(tmp_path, monkeypatch):
-    monkeypatch.setattr(table, "paper_numbers", lambda: {ROW: PAPER})
+    monkeypatch.setattr(paper_runs, "paper_numbers", lambda: {ROW: PAPER})
     row = ROW
-    for seed, top1 in zip(table.PAPER_SEEDS, (80.0, 82.0, 90.0)):
+    for seed, top1 in zip(PAPER_SEEDS, (80.0, 82.0, 90.0)):
         fake_run(tmp_path, row, seed, top1, **{"attack/mse": 0.04})
     fake_run(tmp_path, row, 1236, 84.0, age=1, **{"attack/mse": 0.04})  # a later re-run counts
     fake_run(tmp_path, row, 7, 10.0)  # not a paper seed
     fake_run(tmp_path, row, 1234, 70.0, preset="fixed")
     fake_run(tmp_path, None, 1234, 10.0)  # not a paper row
-    assert not any(run.differences for run in table.find_runs(tmp_path))
-    rows = table.summarize(table.find_runs(tmp_path))
+    assert not any(run.differences for run in find_runs(tmp_path))
+    rows = summarize(find_runs(tmp_path))
     assert [(r.experiment, r.variant) for r in rows] == [(row, "fixed"), (row, "legacy")]
     fixed, legacy = rows
     assert legacy.values == {1234: 80.0, 1235: 82.0, 1236: 84.0}
     assert legacy.measured() == "82.00 ± 2.00" and legacy.paper_value() == "87.29"
     assert fixed.measured() == "70.00 (1 seed)"
-    text = table.format_table(rows)
+    text = format_table(rows)
     assert f"| {row} | fixed | test/linear_top1 | 1234 (of 3) | 70.00 (1 seed) | 87.29 |" in text
 
-    mse = table.summarize(table.find_runs(tmp_path), metric="attack/mse")[1]
+    mse = summarize(find_runs(tmp_path), metric="attack/mse")[1]
     assert mse.measured() == "0.04 ± 0.00"
     assert mse.paper_value() == "0.039 ± 0.005 (paper's protocol: attack_paper/mse)"
     fake_run(tmp_path, row, 1234, 80.0, age=2, **{"attack_paper/mse": 0.03})
-    paper = table.summarize(table.find_runs(tmp_path), metric="attack_paper/mse")[1]
+    paper = summarize(find_runs(tmp_path), metric="attack_paper/mse")[1]
     assert paper.values == {1234: 0.03} and paper.paper_value() == "0.039 ± 0.005"
 
 
@@ -312,14 +317,14 @@ def test_table_reads_a_row_name_saved_literally_and_the_numbers_file(tmp_path):
     run = fake_run(tmp_path, ROW, 1234, 80.0)
     config = run / ".hydra" / "config.yaml"
     saved = OmegaConf.to_container(OmegaConf.load(config))
-    assert saved["experiment_name"] == table.FROM_CHOICE  # unresolved, as Hydra saves it
-    (new,) = table.find_runs(tmp_path)
+    assert saved["experiment_name"] == FROM_CHOICE  # unresolved, as Hydra saves it
+    (new,) = find_runs(tmp_path)
     saved["experiment_name"] = ROW  # as runs saved it before rows took it from the choice
     config.write_text(yaml.safe_dump(saved))
-    (old,) = table.find_runs(tmp_path)
+    (old,) = find_runs(tmp_path)
     for found in (new, old):
         assert (found.experiment, found.differences) == (ROW, [])
-        (row,) = table.summarize([found])
+        (row,) = summarize([found])
         assert row.paper_value() == "87.29"  # conf/paper/numbers.yaml's, not in the run's config
 
 
@@ -334,7 +339,7 @@ def test_table_prefers_the_evaluation_of_a_runs_checkpoint(tmp_path):
         "ckpt_path": str(run / "checkpoints" / "final.ckpt"),
     }
     (evaluation / "metrics.json").write_text(json.dumps(record))
-    (only,) = table.summarize(table.find_runs(tmp_path))
+    (only,) = summarize(find_runs(tmp_path))
     assert only.values == {1234: 86.5}
 
 
@@ -343,7 +348,7 @@ def test_table_falls_back_to_knn_and_says_when_nothing_is_found(tmp_path, capsys
     record = json.loads((run / "metrics.json").read_text())
     del record["test/linear_top1"]
     (run / "metrics.json").write_text(json.dumps(record))
-    assert table.summarize(table.find_runs(tmp_path))[0].metric == "test/knn_top1"
+    assert summarize(find_runs(tmp_path))[0].metric == "test/knn_top1"
     assert table.main(["--runs", str(tmp_path / "nothing-here")]) == 2
     (tmp_path / "empty").mkdir()
     assert table.main(["--runs", str(tmp_path / "empty")]) == 1
@@ -359,8 +364,8 @@ def test_table_counts_only_runs_with_the_rows_settings(tmp_path, capsys):
         tmp_path, ROW, 1236, 10.0, overrides=("data=synthetic", "trainer.max_steps=10")
     )
     fewer = fake_run(tmp_path, ROW, 1236, 50.0, age=1, overrides=("sfl.num_clients=5",))
-    runs = table.find_runs(tmp_path)
-    (only,) = table.summarize(runs)
+    runs = find_runs(tmp_path)
+    (only,) = summarize(runs)
     assert only.values == {1234: 80.0, 1235: 82.0}  # neither 1236 run counts, not even the newer
     by_path = {run.path: run for run in runs}
     # Resolved values: the keys that interpolate sfl.num_clients differ with it.
@@ -379,8 +384,8 @@ def test_table_counts_only_runs_with_the_rows_settings(tmp_path, capsys):
     debug_line = next(line for line in lines if str(debug) in line)
     assert debug_line.startswith(f"  {debug} ({ROW}, legacy): data.name: synthetic vs cifar10; ")
     shown = debug_line.split(": ", 1)[1].split("; ")
-    extra = len(by_path[debug].differences) - table.SHOWN_DIFFERENCES
-    assert len(shown) == table.SHOWN_DIFFERENCES + 1 and shown[-1] == f"+{extra} more"
+    extra = len(by_path[debug].differences) - SHOWN_DIFFERENCES
+    assert len(shown) == SHOWN_DIFFERENCES + 1 and shown[-1] == f"+{extra} more"
 
 
 def test_table_without_a_matching_run_lists_the_others(tmp_path, capsys):
@@ -396,9 +401,9 @@ def test_table_flags_a_run_whose_row_config_is_gone(tmp_path):
     run = fake_run(tmp_path, ROW, 1234, 80.0)
     choices = {"hydra": {"runtime": {"choices": {"sfl": "legacy", "experiment": "table9_gone"}}}}
     (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(choices))
-    (found,) = table.find_runs(tmp_path)
+    (found,) = find_runs(tmp_path)
     assert found.differences == ["experiment: table9_gone vs (no conf/experiment/table9_gone.yaml)"]
-    assert table.summarize([found]) == []
+    assert summarize([found]) == []
 
 
 def test_a_run_from_before_the_plan_counts_with_its_variant(tmp_path):
@@ -417,6 +422,6 @@ def test_a_run_from_before_the_plan_counts_with_its_variant(tmp_path):
     config.callbacks.knn.feature = "${sfl.eval_feature}"
     (old / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(config))
     named = fake_run(tmp_path, ROW, 1235, 82.0, preset="fixed", overrides=("sfl.variant=legacy",))
-    by_path = {run.path: run for run in table.find_runs(tmp_path)}
+    by_path = {run.path: run for run in find_runs(tmp_path)}
     assert by_path[old].variant == "legacy" and by_path[old].differences == []
     assert by_path[named].variant == "legacy"
