@@ -19,6 +19,7 @@ from mocosfl.config import validate_config
 from mocosfl.errors import ConfigError
 from mocosfl.flssl import FLMoCo
 from mocosfl.models import build_split_model
+from mocosfl.privacy import attack_checkpoint
 from mocosfl.sfl import info_nce
 from mocosfl.train import train
 
@@ -165,6 +166,8 @@ def test_run_trains_evaluates_and_skips_the_split_costs(compose_train):
     assert not [k for k in saved if k.startswith("cost/")]
     encoder = load_encoder(out / "checkpoints" / "final.ckpt")
     assert encoder(torch.randn(2, 3, 16, 16)).shape == (2, cfg.model.width * 8)
+    with pytest.raises(ConfigError, match="needs a split model"):  # no latents to invert
+        attack_checkpoint(str(out / "checkpoints" / "final.ckpt"))
 
 
 def test_resume_mid_round_continues_exactly(compose_train, tmp_path):

@@ -7,6 +7,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.loggers import Logger, WandbLogger
 
+from mocosfl.errors import require_split_model
 from mocosfl.privacy.attack import AttackResult, AttackSettings, run_attack, select_attack_images
 from mocosfl.privacy.protocol import DEFAULT_PROTOCOL, get_protocol
 from mocosfl.utils.logging import log_now
@@ -69,6 +70,9 @@ class AttackCallback(L.Callback):
         self.grid_images = grid_images
         self.progress = progress
         self.out_dir = out_dir
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        require_split_model(pl_module, "callbacks.attack")  # before any step is spent
 
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> AttackResult:
         datamodule = trainer.datamodule

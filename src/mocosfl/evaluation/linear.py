@@ -20,7 +20,7 @@ from torchmetrics.functional.classification import (
     multiclass_confusion_matrix,
 )
 
-from mocosfl.errors import ConfigError, check_all
+from mocosfl.errors import check_all, settings_from
 from mocosfl.evaluation.features import Split
 from mocosfl.models.layers import init_xavier_
 
@@ -67,13 +67,7 @@ class ProbeSettings:
     @classmethod
     def from_config(cls, values: Mapping[str, Any]) -> "ProbeSettings":
         """Settings from a config mapping; an unknown key is a one-line ConfigError."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - fields)
-        if unknown:
-            raise ConfigError(
-                f"unknown probe setting(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}"
-            )
-        return cls(**values)
+        return settings_from(cls, values, "probe")
 
 
 @dataclasses.dataclass

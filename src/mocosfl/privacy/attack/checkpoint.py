@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from mocosfl.api import load_datamodule, load_module
+from mocosfl.errors import require_split_model
 from mocosfl.privacy.attack.images import select_attack_images
 from mocosfl.privacy.attack.result import AttackResult
 from mocosfl.privacy.attack.run import run_attack
@@ -31,6 +32,7 @@ def attack_checkpoint(
     drawn and measured as ``settings.protocol`` says."""
     settings = settings or AttackSettings()
     module = load_module(ckpt_path)
+    require_split_model(module, f"the attack on {ckpt_path}")
     datamodule = load_datamodule(ckpt_path, **dict(data_overrides or {}))
     datamodule.setup()
     aux_pool = get_protocol(settings.protocol).aux_pool

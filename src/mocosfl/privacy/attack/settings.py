@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from mocosfl.errors import ConfigError
+from mocosfl.errors import ConfigError, settings_from
 from mocosfl.privacy.protocol import DEFAULT_PROTOCOL, get_protocol
 
 
@@ -44,11 +44,4 @@ class AttackSettings:
     @classmethod
     def from_config(cls, values: Mapping[str, Any]) -> AttackSettings:
         """Settings from a config mapping; an unknown key is a one-line ConfigError."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - fields)
-        if unknown:
-            raise ConfigError(
-                f"unknown attack setting(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(fields))}"
-            )
-        return cls(**values)
+        return settings_from(cls, values, "attack")
