@@ -110,9 +110,10 @@ def print_train_summary(
         ("history", out_dir / "history.csv"),
     ]
     if final.is_file():
+        split = hasattr(trainer.lightning_module, "cut_layer")  # FL-MoCo has no latents to attack
         commands = [
             f"make eval CKPT={final}",
-            f"make attack CKPT={final}",
+            *([f"make attack CKPT={final}"] if split else []),
             f"{resume_command(out_dir)} trainer.max_steps=<more steps>",
         ]
     else:
