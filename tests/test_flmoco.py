@@ -1,29 +1,19 @@
-"""FL-MoCo (``module=flmoco``): one client is centralized MoCo, FedAvg is the data-weighted mean,
-and a run trains, evaluates and resumes exactly on MocoSFL's clock."""
+"""FL-MoCo (``module=flmoco``): one client is centralized MoCo and FedAvg is the data-weighted
+mean (the runs of every FL-SSL method: tests/test_flssl.py)."""
 
 import copy
-import json
-import os
-import signal
 from functools import partial
-from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import open_dict
 
-from mocosfl.api import load_encoder
-from mocosfl.config import validate_config
 from mocosfl.errors import ConfigError
 from mocosfl.flssl import FLMoCo
 from mocosfl.models import build_split_model
-from mocosfl.privacy import attack_checkpoint
 from mocosfl.sfl import info_nce
-from mocosfl.train import train
 
-from helpers import TINY, fit_one_step, flat_state
+from helpers import fit_one_step
 
 LR, MOMENTUM, WD, T, DECAY = 0.05, 0.9, 5e-4, 0.1, 0.99
 
@@ -136,60 +126,3 @@ def test_refuses_the_split_only_settings_in_one_line():
         make_module("legacy_sum")
     with pytest.raises(ConfigError, match="client_engine"):
         make_module(client_engine="vmap")
-
-
-class InterruptAt(L.Callback):
-    """Sends this process ``signum`` at the end of step ``step``."""
-
-    def __init__(self, step: int, signum: int = signal.SIGTERM) -> None:
-        self.step, self.signum = step, signum
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), self.signum)
-
-
-RUN = [*TINY, "module=flmoco", "~callbacks.linear_probe"]
-
-
-def test_run_trains_evaluates_and_skips_the_split_costs(compose_train):
-    cfg = compose_train([*RUN, "trainer.max_epochs=2", "callbacks.knn.k=5"])
-    validate_config(cfg)  # what the command line checks first
-    metrics = train(cfg)
-    out = Path(cfg.paths.output_dir)
-    saved = json.loads((out / "metrics.json").read_text())
-    assert saved == metrics
-    for key in ("train/loss", "val/knn_top1", "test/knn_top1", "fl/divergence"):
-        assert key in saved, key
-    assert 0.0 <= saved["test/knn_top1"] <= 100.0
-    assert saved["fl/syncs"] == 4 and saved["global_step"] == 12  # rounds of 3 steps
-    assert not [k for k in saved if k.startswith("cost/")]
-    encoder = load_encoder(out / "checkpoints" / "final.ckpt")
-    assert encoder(torch.randn(2, 3, 16, 16)).shape == (2, cfg.model.width * 8)
-    with pytest.raises(ConfigError, match="needs a split model"):  # no latents to invert
-        attack_checkpoint(str(out / "checkpoints" / "final.ckpt"))
-
-
-def test_resume_mid_round_continues_exactly(compose_train, tmp_path):
-    common = [*RUN, "~callbacks.knn", "trainer.max_steps=8"]
-    common += ["callbacks.checkpoint.every_n_train_steps=100"]  # only the signal saves at 4
-    straight = compose_train(common)
-    train(straight)
-
-    interrupted = compose_train(common)
-    interrupted.paths.output_dir = str(tmp_path / "interrupted")
-    with open_dict(interrupted):
-        interrupted.callbacks.interrupt = {"_target_": f"{__name__}.InterruptAt", "step": 4}
-    assert train(interrupted)["step"] == 4  # mid-round: rounds end after steps 3 and 6
-    checkpoint = tmp_path / "interrupted" / "checkpoints" / "last.ckpt"
-    resumed = compose_train([*common, f"ckpt_path={checkpoint}"])
-    resumed.paths.output_dir = str(tmp_path / "resumed")
-    train(resumed)
-
-    want = flat_state(Path(straight.paths.output_dir) / "checkpoints" / "last.ckpt")
-    got = flat_state(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
-    assert want.keys() == got.keys()
-    assert any(k.startswith("model/queues.") for k in want)
-    assert any(k.startswith("opt/client") for k in want)
-    for name in want:
-        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-6, msg=name)

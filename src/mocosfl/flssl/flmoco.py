@@ -1,49 +1,29 @@
 """FL-MoCo: federated MoCo v2 (FedAvg of whole MoCo models), the baseline MocoSFL is compared to.
 
 Every client trains the whole network (backbone and projection head), its momentum copy and its
-own negative queue on its own images; FedAvg averages the round's clients. It runs on MocoSFL's
-clock and data (docs/design.md, "FL-MoCo"): a step is one local optimizer step of every client of
-the step's pool, a round is ``sfl.sync_every`` steps ended by the same FedAvg callback.
+own negative queue on its own images; FedAvg averages the round's clients, on MocoSFL's clock
+and data (:mod:`mocosfl.flssl.base`; docs/design.md, "FL-MoCo").
 """
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mocosfl.errors import ConfigError, check_all
+from mocosfl.errors import check_all
+from mocosfl.flssl.base import FLSSLMethod, flssl_checks
 from mocosfl.models import ProjectionHead, SplitModel
 from mocosfl.sfl.engines import make_client_bank
 from mocosfl.sfl.loss import contrastive_accuracy, info_nce, loss_mode
-from mocosfl.sfl.method import fedavg_weights_of, load_run_state, moco_checks, save_run_state
+from mocosfl.sfl.method import fedavg_weights_of, moco_checks
 from mocosfl.sfl.queue import ClientQueues
 from mocosfl.sfl.schedules import LRSchedule
 
-# The client schedules that need nothing but the step: the legacy one reads a period that only
-# MocoSFL's split run defines.
-SCHEDULES = ("cosine_step", "cosine_epoch", "constant")
 
-
-class StepClock(torch.optim.Optimizer):
-    """The optimizer Lightning holds for FL-MoCo; its step changes nothing.
-
-    Under manual optimization ``trainer.global_step`` counts the steps of the module's Lightning
-    optimizers, and FL-MoCo's real optimizers are the bank's, one per client: stepping this
-    clock once per training step makes ``global_step`` count steps, as for MocoSFL.
-    """
-
-    def __init__(self, params: Iterable[torch.Tensor]) -> None:
-        super().__init__(params, {})
-
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        return closure() if closure is not None else None
-
-
-class FLMoCo(L.LightningModule):
+class FLMoCo(FLSSLMethod):
     """FedAvg of MoCo v2: each client a whole MoCo model with its own queue.
 
     A :class:`~mocosfl.sfl.loop_clients.LoopClientBank` holds the clients, its "client model"
@@ -56,6 +36,8 @@ class FLMoCo(L.LightningModule):
     and each of the ``P`` clients takes one local step on its own ``b`` images against its own
     queue (``queues``: [N, K, D] with a pointer per client).
     """
+
+    method = "flmoco"
 
     def __init__(
         self,
@@ -74,24 +56,10 @@ class FLMoCo(L.LightningModule):
         client_engine: str = "loop",
     ) -> None:
         super().__init__()
-        self.automatic_optimization = False
         weights = fedavg_weights_of(fedavg_weights, client_sizes)
         checks = [
             *moco_checks(num_clients, queue_size, temperature, ema_decay),
-            (
-                loss != "legacy_sum",
-                "sfl.loss=legacy_sum is MocoSFL's split quirk; module=flmoco takes two_way or "
-                "one_way",
-            ),
-            (
-                client_schedule in SCHEDULES,
-                f"sfl.client_schedule={client_schedule!r}; module=flmoco takes one of "
-                f"{', '.join(SCHEDULES)}",
-            ),
-            (
-                client_engine == "loop",
-                f"sfl.client_engine={client_engine!r}; module=flmoco runs the loop engine",
-            ),
+            *flssl_checks(self.method, loss, client_schedule, client_engine),
         ]
         check_all(checks)
         self.loss_mode = loss_mode(loss)
@@ -105,41 +73,6 @@ class FLMoCo(L.LightningModule):
         )
         self.queues = ClientQueues(num_clients, queue_size, head_out_dim)
         self.client_schedule = LRSchedule(client_schedule)
-        # As MocoSFL's: the resolved run config and its linked source, set by the entry point.
-        self.run_config: dict[str, Any] | None = None
-        self.run_source: dict[str, Any] | None = None
-        self._pending_client_optimizers: list[dict] | None = None
-        self._code_epoch_steps: int | None = None  # the data module's, set in setup()
-
-    # -- Lightning plumbing -----------------------------------------------------------------
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return StepClock(self.bank.online.parameters())
-
-    def setup(self, stage: str) -> None:
-        """Refuse several processes (the clients' state is not exchanged) and take the original's
-        epoch for ``cosine_epoch`` from the data module's plan."""
-        if self.trainer.world_size > 1:
-            raise ConfigError("module=flmoco runs on one process; set trainer.devices=1")
-        plan = getattr(self.trainer.datamodule, "plan", None)
-        self._code_epoch_steps = None if plan is None else plan.code_epoch_steps
-
-    def on_train_start(self) -> None:
-        # After the strategy moved the module, so restored SGD buffers land by their parameters.
-        if self._pending_client_optimizers is not None:
-            self.bank.load_optimizer_state(self._pending_client_optimizers)
-            self._pending_client_optimizers = None
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        save_run_state(self, checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._pending_client_optimizers = load_run_state(checkpoint)
-
-    def client_lr(self, step: int) -> float:
-        """Every client's learning rate at step ``step`` (the schedule is the same for all)."""
-        steps = int(self.trainer.estimated_stepping_batches)
-        epoch = self._code_epoch_steps or max(1, int(self.trainer.num_training_batches))
-        return self.bank.base_lr * self.client_schedule.factor(step, steps, epoch)
 
     # -- the algorithm ----------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -184,17 +117,3 @@ class FLMoCo(L.LightningModule):
         self.log("train/feature_std", queries[0].detach().float().flatten(0, 1).std(0).mean())
         self.log("lr/client", lr)
         return loss
-
-    # -- evaluation hooks -------------------------------------------------------------------
-    @torch.no_grad()
-    def encoder(self, feature: str = "backbone") -> nn.Module:
-        """A frozen, eval-mode copy of the averaged model (what a FedAvg now would give).
-
-        ``feature="backbone"`` ends at the pooled backbone feature [B, feature_dim];
-        ``"head"`` adds the projection head [B, head_out_dim].
-        """
-        if feature not in ("backbone", "head"):
-            raise ConfigError(f"feature={feature!r}: choose backbone or head")
-        model = self.bank.averaged_client()
-        parts = [model.client, model.server, *([model.head] if feature == "head" else [])]
-        return nn.Sequential(*parts).eval().requires_grad_(False)

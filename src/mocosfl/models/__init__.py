@@ -1,6 +1,6 @@
-"""Split-able backbones (flat layer lists), the client/server split and the projection head."""
+"""Split-able backbones (flat layer lists), the client/server split and the projection heads."""
 
-from mocosfl.models.heads import ProjectionHead
+from mocosfl.models.heads import BYOLHead, ProjectionHead
 from mocosfl.models.layers import (
     INITS,
     STEMS,
@@ -26,6 +26,7 @@ __all__ = [
     "ARCHITECTURES",
     "INITS",
     "STEMS",
+    "BYOLHead",
     "ProjectionHead",
     "SplitModel",
     "WSConv2d",

@@ -19,8 +19,13 @@ class LoopClientBank(ClientBank):
         self, client: nn.Module, optimizer: OptimizerFactory, probe: torch.optim.Optimizer
     ) -> None:
         self.online = nn.ModuleList(copy.deepcopy(client) for _ in range(self.num_clients))
-        self.momentum = nn.ModuleList(momentum_copy(client) for _ in range(self.num_clients))
+        momentum = momentum_copy(self.momentum_part(client))
+        self.momentum = nn.ModuleList(copy.deepcopy(momentum) for _ in range(self.num_clients))
         self.optimizers = [optimizer(params=m.parameters()) for m in self.online]
+
+    def momentum_part(self, model: nn.Module) -> nn.Module:
+        """The part of client model ``model`` that has a momentum copy: all of it (MoCo)."""
+        return model
 
     def encode(self, ids: Sequence[int], images: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.online[c](x) for c, x in zip(ids, images)])
@@ -31,7 +36,7 @@ class LoopClientBank(ClientBank):
 
     def update_momentum(self, ids: Sequence[int]) -> None:
         # One fused EMA over the whole pool's tensors.
-        online = [p for c in ids for p in self.online[c].parameters()]
+        online = [p for c in ids for p in self.momentum_part(self.online[c]).parameters()]
         ema = [p for c in ids for p in self.momentum[c].parameters()]
         update_momentum(online, ema, self.ema_decay)
 
