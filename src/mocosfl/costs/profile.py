@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["ClientCosts", "count_flops", "measure_client", "saved_bytes"]
+__all__ = ["ClientCosts", "count_flops", "fedavg_numel", "measure_client", "saved_bytes"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,12 @@ class ClientCosts:
     forward_flops: int  # one forward of one image
     forward_backward_flops: int  # forward + backward (parameter and inner gradients) of one image
     activation_bytes: int  # saved for backward + the latent, one image (see saved_bytes)
+
+
+def fedavg_numel(model: nn.Module) -> int:
+    """Floating-point values FedAvg averages in ``model``: its parameters and float buffers (the
+    floating entries of its state dict, as ``ClientBank.average`` takes them)."""
+    return sum(v.numel() for v in model.state_dict().values() if v.is_floating_point())
 
 
 def count_flops(client: nn.Module, images: torch.Tensor, backward: bool) -> int:
@@ -82,7 +88,7 @@ def measure_client(client: nn.Module, image_shape: tuple[int, ...]) -> ClientCos
         latent = client(one)[0]
     return ClientCosts(
         params=sum(p.numel() for p in client.parameters()),
-        fedavg_numel=sum(v.numel() for v in client.state_dict().values() if v.is_floating_point()),
+        fedavg_numel=fedavg_numel(client),
         latent_numel=latent.numel(),
         latent_bytes=latent.numel() * latent.element_size(),
         forward_flops=forward,

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from mocosfl.sfl.loss import loss_mode
 from mocosfl.sfl.plan import FederatedPlan
 
-__all__ = ["MB", "TRAFFIC_PARTS", "Traffic", "client_traffic", "cut_traffic_per_image"]
+__all__ = [
+    "MB",
+    "TRAFFIC_PARTS",
+    "Traffic",
+    "client_traffic",
+    "cut_traffic_per_image",
+    "model_sync_bytes",
+]
 
 MB = 2**20
 # The parts of Traffic logged as cost/<part>_mb_per_client_<epoch|run>.
@@ -69,6 +76,15 @@ class Traffic:
         return self.upload + self.download
 
 
+def model_sync_bytes(
+    plan: FederatedPlan, syncs: float, model_numel: float, bytes_per_element: int = 4
+) -> float:
+    """Bytes an average client uploads (and, the average, downloads) over ``syncs`` FedAvg
+    rounds, ``model_numel`` values each time it is in a round."""
+    syncs_per_client = syncs * plan.clients_per_sync() / plan.num_clients
+    return syncs_per_client * model_numel * bytes_per_element
+
+
 def client_traffic(
     *,
     model_numel: int,
@@ -90,8 +106,7 @@ def client_traffic(
     latents, gradients = cut_traffic_per_image(loss, clients_train)
     one_latent_per_image = plan.images_per_client(steps) * latent_numel * bytes_per_element
     models = (2 if sync_momentum else 1) if clients_train else 0
-    syncs_per_client = syncs * plan.clients_per_sync() / plan.num_clients
-    model_bytes = syncs_per_client * model_numel * bytes_per_element * models
+    model_bytes = model_sync_bytes(plan, syncs, model_numel, bytes_per_element) * models
     return Traffic(
         latents_up=latents * one_latent_per_image,
         gradients_down=gradients * one_latent_per_image,
