@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from mocosfl.costs import CostModels
 from mocosfl.errors import ConfigError
 from mocosfl.sfl.clients import ClientBank
 from mocosfl.sfl.method import load_run_state, save_run_state
@@ -71,7 +72,11 @@ class FLSSLMethod(L.LightningModule):
 
     bank: ClientBank
     client_schedule: LRSchedule
+    loss_mode: str
     method = "flssl"  # the module= name, for messages
+    # Whether FedAvg may average the momentum copies too (sfl.sync_momentum): MoCo's may,
+    # BYOL's targets stay every client's own.
+    syncs_momentum = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -127,3 +132,15 @@ class FLSSLMethod(L.LightningModule):
         model = self.online_encoder(self.bank.averaged_client())
         parts = [model.client, model.server, *([model.head] if feature == "head" else [])]
         return nn.Sequential(*parts).eval().requires_grad_(False)
+
+    def cost_models(self, sync_momentum: bool) -> CostModels:
+        """The :class:`~mocosfl.costs.CostModels` of one client (the protocol
+        :class:`~mocosfl.costs.FLSSLModule`): its online network (forward + backward for each
+        view), its momentum copy (a forward for each view), what FedAvg moves (the online
+        network, and the momentum copy with ``sync_momentum`` where the method averages it) and
+        the views an image (2 for ``two_way``, 1 for ``one_way``)."""
+        online, momentum = self.bank.online[0], self.bank.momentum[0]
+        both = sync_momentum and self.syncs_momentum
+        exchanged = [online, momentum] if both else [online]
+        views = 2 if self.loss_mode == "two_way" else 1
+        return CostModels(online=online, momentum=momentum, exchanged=exchanged, views=views)
