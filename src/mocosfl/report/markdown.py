@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from mocosfl.report.paper_runs import Run
+from mocosfl.report.paper_runs import DEFAULT_METHOD, Run
 from mocosfl.report.row_config import compose_train
 from mocosfl.report.rows import PAPER_SEEDS, Row, paper_text
 from mocosfl.utils.resolvers import paper_numbers
@@ -17,20 +17,25 @@ SHOWN_DIFFERENCES = 3  # per run in the "not the paper's settings" list, then "+
 
 
 def format_table(rows: Sequence[Row], seeds: Sequence[int] = PAPER_SEEDS) -> str:
-    """A Markdown table, one line per row and variant."""
-    lines = [
-        "| experiment | variant | metric | seeds | measured here | paper (its number) |",
-        "|---|---|---|---|---|---|",
-    ]
+    """A Markdown table, one line per row and variant; with a method column (the runs'
+    ``module=`` choice) when a row is not MocoSFL's (an FL-SSL baseline)."""
+    methods = any(row.method != DEFAULT_METHOD for row in rows)
+    head = ["experiment", *(["method"] if methods else []), "variant", "metric", "seeds"]
+    head += ["measured here", "paper (its number)"]
+    lines = [_line(head), _line(["---"] * len(head)).replace(" ", "")]
     for row in rows:
         found = ", ".join(map(str, row.values)) or "-"
         if len(row.values) < len(seeds):
             found += f" (of {len(seeds)})"
-        lines.append(
-            f"| {row.experiment} | {row.variant} | {row.metric or '-'} | {found} "
-            f"| {row.measured()} | {row.paper_value()} |"
-        )
+        method = [row.method] if methods else []
+        cells = [row.experiment, *method, row.variant, row.metric or "-", found]
+        lines.append(_line([*cells, row.measured(), row.paper_value()]))
     return "\n".join(lines)
+
+
+def _line(cells: Sequence[str]) -> str:
+    """One line of a Markdown table."""
+    return f"| {' | '.join(cells)} |"
 
 
 def format_mismatches(runs: Iterable[Run]) -> str:
@@ -46,12 +51,15 @@ def format_mismatches(runs: Iterable[Run]) -> str:
 
 
 def row_command(name: str, paper: Mapping[str, Any]) -> str:
-    """The README's command for the row ``name``: its seeds as published; for a Table 4 row, per
-    seed, its stage-1 expert first (with the row's cut layer and share of the target data)."""
+    """The README's command for the row ``name``: its seeds as published (an FL-SSL baseline,
+    whose entry names its ``method``, fixed: ``sfl=legacy`` is the original MocoSFL code's); for a
+    Table 4 row, per seed, its stage-1 expert first (with the row's cut layer and share of the
+    target data)."""
     if paper["table"] != "table4":
         seeds = ",".join(map(str, PAPER_SEEDS))
         data = USER_DATA.get(paper["dataset"], "")
-        return f"`python -m mocosfl.train -m experiment={name} sfl=legacy seed={seeds}{data}`"
+        preset = "" if paper.get("method") else " sfl=legacy"
+        return f"`python -m mocosfl.train -m experiment={name}{preset} seed={seeds}{data}`"
     cfg = compose_train([f"experiment={name}"])
     return (
         f"`python -m mocosfl.train experiment=taressfl_stage1 sfl.cut_layer={cfg.sfl.cut_layer} "

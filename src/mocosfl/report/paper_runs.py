@@ -3,7 +3,9 @@
 A training run is a directory with ``metrics.json`` (written at the end of training) and Hydra's
 ``.hydra/config.yaml`` and ``.hydra/hydra.yaml``; it is a paper row's when it has an
 ``experiment_name`` (:func:`~mocosfl.report.row_config.experiment_name`). Its ``legacy`` or
-``fixed`` variant is its ``sfl.variant``, for runs from before that key its preset's name.
+``fixed`` variant is its ``sfl.variant``, for runs from before that key its preset's name; its
+method is its ``module=`` choice (``mocosfl``, or an FL-SSL baseline such as ``flmoco``), for runs
+that do not record one ``mocosfl``.
 
 The paper's numbers come from ``conf/paper/numbers.yaml``, looked up by the row config the run
 claims, never from the run's own config (whose ``paper`` node, filled from the same file by the
@@ -26,6 +28,8 @@ from omegaconf import OmegaConf
 from mocosfl.report.row_config import check_row, experiment_name, row_name
 from mocosfl.utils.resolvers import paper_numbers
 
+DEFAULT_METHOD = "mocosfl"  # conf/train.yaml's module choice
+
 
 @dataclass
 class Run:
@@ -39,6 +43,7 @@ class Run:
     paper: dict[str, Any] = field(default_factory=dict)
     # "key: run value vs row value" for every compared key that differs from the row's config.
     differences: list[str] = field(default_factory=list)
+    method: str = DEFAULT_METHOD  # the run's module= choice
 
 
 def _load_yaml(path: Path) -> Any:
@@ -65,6 +70,7 @@ def load_run(run_dir: Path, metrics: dict[str, Any]) -> Run | None:
         metrics=metrics,
         paper=paper_numbers().get(row_name(cfg, choices), {}),
         differences=check_row(cfg, choices, seed),
+        method=str(choices.get("module") or DEFAULT_METHOD),
     )
 
 

@@ -3,7 +3,9 @@
 Runs are grouped by row and variant (``legacy``, as published, or ``fixed``:
 :mod:`mocosfl.report.paper_runs`) and each group is reported as the mean and sample standard
 deviation over the paper scripts' seeds (1234, 1235, 1236), beside the paper's number. Only runs
-with their row's settings count (:mod:`mocosfl.report.row_config`).
+with their row's settings count (:mod:`mocosfl.report.row_config`). A row knows its method (the
+runs' ``module=`` choice): MocoSFL, or an FL-SSL baseline of Table 2 (``flmoco``, ``fedbyol``,
+``fedema``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mocosfl.report.paper_runs import Run
+from mocosfl.report.paper_runs import DEFAULT_METHOD, Run
 
 PAPER_SEEDS = (1234, 1235, 1236)
 # The decimals the paper prints its numbers with (their standard deviations the same).
@@ -24,6 +26,8 @@ DEFAULT_METRICS = ("test/linear_top1", "test/knn_top1")
 # The attack metrics the paper's attack MSE is shown beside, with what the column adds to it: only
 # attack_paper/mse was measured as the paper measured (docs/differences.md, attack protocol).
 ATTACK_MSE_METRICS = {"attack_paper/mse": "", "attack/mse": " (paper's protocol: attack_paper/mse)"}
+# What stands for a number the paper does not give, unless its entry says otherwise (``missing``).
+NOT_FOUND = "not found"
 
 
 @dataclass
@@ -35,6 +39,7 @@ class Row:
     metric: str | None
     values: dict[int, float]
     paper: dict[str, Any]
+    method: str = DEFAULT_METHOD
 
     def measured(self) -> str:
         """The measured metric: the mean ± the sample standard deviation over the seeds."""
@@ -51,16 +56,23 @@ class Row:
         Beside ``attack/mse`` it says that the paper measured with its own protocol."""
         key = "attack_mse" if self.metric in ATTACK_MSE_METRICS else "top1"
         if self.paper.get(key) is None:
-            return "not found"
+            return missing_text(self.paper)
         return paper_text(self.paper, key) + ATTACK_MSE_METRICS.get(self.metric, "")
+
+
+def missing_text(paper: Mapping[str, Any]) -> str:
+    """What the table shows for a number the paper does not give: "not found", or the entry's
+    ``missing`` (the FL-MoCo rows: "not in the paper")."""
+    return str(paper.get("missing") or NOT_FOUND)
 
 
 def paper_text(paper: Mapping[str, Any], key: str) -> str:
     """The paper's ``key`` (``top1`` or ``attack_mse``) of one row as the paper prints it,
-    ``value ± std`` where it gives a standard deviation; "not found" where it gives none."""
+    ``value ± std`` where it gives a standard deviation; :func:`missing_text` where it gives
+    none."""
     value, std = paper.get(key), paper.get(f"{key}_std")
     if value is None:
-        return "not found"
+        return missing_text(paper)
     digits = DECIMALS[key]
     return f"{value:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
@@ -86,14 +98,14 @@ def choose_metric(runs: Sequence[Run], metric: str | None) -> str | None:
 def summarize(
     runs: Iterable[Run], seeds: Sequence[int] = PAPER_SEEDS, metric: str | None = None
 ) -> list[Row]:
-    """Group ``runs`` with their row's settings by (row, variant), keep ``seeds``, and reduce each
-    group to one Row."""
-    groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    """Group ``runs`` with their row's settings by (row, method, variant), keep ``seeds``, and
+    reduce each group to one Row."""
+    groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
     for run in runs:
         if run.seed in seeds and not run.differences:
-            groups[(run.experiment, run.variant)].append(run)
+            groups[(run.experiment, run.method, run.variant)].append(run)
     rows = []
-    for (experiment, variant), group in sorted(groups.items()):
+    for (experiment, method, variant), group in sorted(groups.items()):
         by_seed = latest_per_seed(group)
         name = choose_metric(list(by_seed.values()), metric)
         values = {
@@ -102,5 +114,5 @@ def summarize(
             if name is not None and name in run.metrics
         }
         paper = next((run.paper for run in by_seed.values() if run.paper), {})
-        rows.append(Row(experiment, variant, name, values, paper))
+        rows.append(Row(experiment, variant, name, values, paper, method))
     return rows
