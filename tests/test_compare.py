@@ -13,13 +13,18 @@ COMMON = ["data=synthetic", "trainer.max_steps=10", "~callbacks.progress"]
 
 
 def fake_job(
-    root: Path, name: str, overrides: list[str], metrics: dict[str, float] | None = None
+    root: Path,
+    name: str,
+    overrides: list[str],
+    metrics: dict[str, float] | None = None,
+    module: str = "mocosfl",
 ) -> Path:
-    """A run as Hydra and train.py leave it; without ``metrics`` it never finished."""
+    """A run as Hydra and train.py leave it, of the method ``module``; without ``metrics`` it
+    never finished."""
     run = root / name
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    choices = {"hydra": {"runtime": {"choices": {"sfl": "default"}}}}
+    choices = {"hydra": {"runtime": {"choices": {"sfl": "default", "module": module}}}}
     (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(choices))
     if metrics is not None:
         (run / "metrics.json").write_text(json.dumps({"seed": 1234, "global_step": 10, **metrics}))
@@ -139,6 +144,28 @@ def test_compare_names_runs_of_several_multiruns_by_their_path(tmp_path, run_com
     rows = table_lines(out)
     assert list(rows)[1:] == ["b/0", "a/0"]
     assert rows["b/0"] == ["b/0", "2", "20.00"]
+
+
+def test_compare_shows_the_method_of_fl_ssl_rows(tmp_path, run_compare):
+    """A row's experiment file chooses its method (module=flmoco), which no override shows."""
+    rows = {"0": ("table2_c10_noniid_5clients_cut1", "mocosfl", 60.0)}
+    rows["1"] = ("table2_c10_noniid_5clients_flmoco", "flmoco", 50.0)
+    for name, (row, module, knn) in rows.items():
+        fake_job(tmp_path, name, [f"experiment={row}"], {"val/knn_top1": knn}, module=module)
+    code, out, _ = run_compare(tmp_path)
+    assert code == 0
+    table = table_lines(out)
+    assert table["header"] == ["run", "method", "experiment", "val/knn_top1"]
+    assert table["0"] == ["0", "mocosfl", "table2_c10_noniid_5clients_cut1", "60.00"]
+    assert table["1"] == ["1", "flmoco", "table2_c10_noniid_5clients_flmoco", "50.00"]
+    # Where every run names its method as an override, the override's column says it already.
+    for name, module in (("a", "flmoco"), ("b", "mocosfl")):
+        fake_job(tmp_path / "own", name, [f"module={module}"], {"val/knn_top1": 1.0}, module=module)
+    assert table_lines(run_compare(tmp_path / "own")[1])["header"] == [
+        "run",
+        "module",
+        "val/knn_top1",
+    ]
 
 
 def test_compare_without_runs_is_a_one_line_error(tmp_path, run_compare):

@@ -1,4 +1,5 @@
-"""The runs side by side as text: a column per varying override and per metric, best run first."""
+"""The runs side by side as text: a column per varying override and per metric, best run first;
+a method column where a run is not MocoSFL's and its method is not an override of every run."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ LOWER_IS_BETTER = ("loss", "mse")
 ACCURACY_MARKS = ("top1", "top5", "acc")  # shown with 2 decimals, everything else with 4
 MISSING = "-"
 BEST_MARK = "*"
+DEFAULT_METHOD = "mocosfl"  # conf/train.yaml's module choice
 
 
 def lower_is_better(metric: str) -> bool:
@@ -70,6 +72,13 @@ def split_overrides(jobs: Sequence[Job]) -> tuple[list[str], list[str]]:
     return common, varying
 
 
+def show_method(jobs: Sequence[Job]) -> bool:
+    """Whether the table needs a method column: some run is not MocoSFL's (an FL-SSL baseline,
+    say ``experiment=table2_..._flmoco``) and not every run names its method as an override."""
+    other = any(job.method not in (None, DEFAULT_METHOD) for job in jobs)
+    return other and not all("module" in job.overrides for job in jobs)
+
+
 def sort_jobs(jobs: Sequence[Job], metric: str | None) -> list[Job]:
     """Finished runs best first by ``metric`` (runs without it after them), then the unfinished."""
 
@@ -112,16 +121,18 @@ def format_rows(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def format_comparison(jobs: Sequence[Job], metrics: Sequence[str]) -> str:
     """``common: ...`` (when any), then the table of ``jobs`` in their given order."""
     common, varying = split_overrides(jobs)
-    header = ["  run", *varying, *metrics]  # past the column of best marks
+    method = ["method"] if show_method(jobs) else []
+    header = ["  run", *method, *varying, *metrics]  # past the column of best marks
     rows = []
     for job in jobs:
         name = f"{BEST_MARK if job.best else ' '} {job.name}"
         if not job.finished:
             name += " (unfinished)"
+        methods = [job.method or MISSING] if method else []
         cells = [
             format_override(job.overrides[k]) if k in job.overrides else MISSING for k in varying
         ]
         values = [format_metric(m, (job.metrics or {}).get(m)) for m in metrics]
-        rows.append([name, *cells, *values])
+        rows.append([name, *methods, *cells, *values])
     table = format_rows(header, rows)
     return f"common: {' '.join(common)}\n{table}" if common else table

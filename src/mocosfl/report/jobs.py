@@ -1,8 +1,9 @@
 """The runs under some folders, to compare side by side: each with its overrides and metrics.
 
 A finished run has ``metrics.json``, an unfinished or failed one only Hydra's ``.hydra`` folder;
-its command-line overrides are read from ``.hydra/overrides.yaml``. The trials of an Optuna search
-(``hparams_search=...``) are the jobs of its multirun; the best one of
+its command-line overrides are read from ``.hydra/overrides.yaml``, its method (the ``module=``
+choice, which an ``experiment=`` row may set without an override) from ``.hydra/hydra.yaml``. The
+trials of an Optuna search (``hparams_search=...``) are the jobs of its multirun; the best one of
 ``optimization_results.yaml`` is marked.
 """
 
@@ -23,14 +24,15 @@ from mocosfl.errors import ConfigError
 
 @dataclass
 class Job:
-    """One run: its directory, its command-line overrides, and its final metrics (None while
-    unfinished)."""
+    """One run: its directory, its command-line overrides, its final metrics (None while
+    unfinished) and its method (the ``module=`` choice; None where the run does not record it)."""
 
     path: Path
     overrides: dict[str, str]
     metrics: dict[str, Any] | None
     best: bool = False
     name: str = ""
+    method: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -58,7 +60,18 @@ def load_job(run_dir: Path) -> Job:
     except json.JSONDecodeError:  # being written right now, or cut short: not finished
         metrics = None
     overrides = parse_overrides(_yaml(run_dir / ".hydra" / "overrides.yaml") or [])
-    return Job(path=run_dir, overrides=overrides, metrics=metrics)
+    return Job(path=run_dir, overrides=overrides, metrics=metrics, method=_method(run_dir))
+
+
+def _method(run_dir: Path) -> str | None:
+    """The run's ``module=`` choice from Hydra's ``.hydra/hydra.yaml``; None without one."""
+    try:
+        hydra_cfg = _yaml(run_dir / ".hydra" / "hydra.yaml")
+    except yaml.YAMLError:  # being written, or not Hydra's
+        return None
+    choices = ((hydra_cfg or {}).get("hydra") or {}).get("runtime", {}).get("choices") or {}
+    method = choices.get("module")
+    return str(method) if method else None
 
 
 def _same_value(override: str, wanted: Any) -> bool:
