@@ -1,20 +1,29 @@
 """The reproduction pack: one experiment config per paper row, each with the row's settings.
 
 Every config composes and builds its data module (constructor and settings checks, no data) and
-its model; every row has the settings of docs/paper.md (Cross-client settings) fixed, with
+its model; every MocoSFL row has the settings of docs/paper.md (Cross-client settings) fixed, with
 `sfl=legacy` and with `sfl=legacy sizing=auto_adjust`, and its numbers from conf/paper/numbers.yaml:
-every row config has an entry there and every entry a config.
+every row config has an entry there and every entry a config. The FL-SSL baseline rows of Table 2
+(`module=flmoco|fedbyol|fedema`) have EasyFL's settings on the project's clock (docs/paper.md,
+FL-SSL baselines) and the client data of the MocoSFL rows they stand beside; a row whose method's
+config (conf/module/<method>.yaml) is not there yet is skipped.
 """
 
+import math
 import re
 from pathlib import Path
 
 import hydra
 import pytest
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+from mocosfl.config import validate_config
 from mocosfl.data import build_datamodule
+from mocosfl.sfl.schedules import LRSchedule
 from mocosfl.utils.resolvers import auto_client_batch, auto_clients_per_step, paper_numbers
+
+from helpers import with_its_method
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "conf" / "experiment"
@@ -22,6 +31,12 @@ CONFIGS = sorted(
     p.stem for p in [*EXPERIMENTS.glob("table*.yaml"), *EXPERIMENTS.glob("other_archs*.yaml")]
 )
 ROWS = [name for name in CONFIGS if not name.startswith("table_base")]
+# Table 2's FL-SSL baselines: FedAvg of whole models, named by their method instead of a cut.
+FLSSL_ROW = re.compile(
+    r"table2_(?P<data>c10|c100)_noniid_(?P<clients>5|20)clients_(?P<method>flmoco|fedbyol|fedema)"
+)
+FLSSL_ROWS = [name for name in ROWS if FLSSL_ROW.fullmatch(name)]
+MOCOSFL_ROWS = [name for name in ROWS if name not in FLSSL_ROWS]
 # (sfl, sizing): a row sets every value that sizing=auto_adjust would.
 PRESETS = (("fixed", "manual"), ("legacy", "manual"), ("legacy", "auto_adjust"))
 
@@ -39,7 +54,7 @@ DATA = {"c10": ("cifar10", 10), "c100": ("cifar100", 100), "imagenet12": ("image
 PAPER_DATASETS = {"c10": "cifar10", "c100": "cifar100", "imagenet12": "imagenet12"}
 # The keys of an entry of conf/paper/numbers.yaml: every row's, and those only some rows have.
 PAPER_KEYS = {"label", "table", "dataset", "top1"}
-OPTIONAL_PAPER_KEYS = {"top1_std", "attack_mse", "attack_mse_std"}
+OPTIONAL_PAPER_KEYS = {"top1_std", "attack_mse", "attack_mse_std", "method", "missing"}
 ROW_NAME = re.compile(
     r"(?P<table>table[234]|other_archs)_(?:(?P<arch>vgg13|mobilenetv2)_)?(?P<data>c10|c100|"
     r"imagenet12)_(?:(?P<partition>iid|noniid)_)?(?P<clients>\d+)clients_cut(?P<cut>[12])"
@@ -71,7 +86,7 @@ def compose_row(compose_train, name: str, *overrides: str):
     return cfg
 
 
-@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("name", [with_its_method(name) for name in CONFIGS])
 def test_config_composes_and_builds_data_module_and_model(compose_train, name):
     cfg = compose_row(compose_train, name)
     datamodule = build_datamodule(cfg)  # every check that needs no data (setup() would load it)
@@ -80,7 +95,7 @@ def test_config_composes_and_builds_data_module_and_model(compose_train, name):
     assert datamodule.image_size == cfg.data.image_size
 
 
-@pytest.mark.parametrize("name", ROWS)
+@pytest.mark.parametrize("name", MOCOSFL_ROWS)
 def test_row_has_the_tabulated_settings_fixed_and_as_published(compose_train, name):
     row = ROW_NAME.fullmatch(name)
     assert row, f"{name} does not follow the naming scheme"
@@ -156,3 +171,85 @@ def test_other_architectures_use_the_scripts_learning_rates(compose_train, name,
     cfg = compose_row(compose_train, name)
     assert cfg.sfl.lr == lr
     assert cfg.sfl.client_optimizer.lr == lr  # the client lr follows the server's
+
+
+# -- Table 2's FL-SSL baselines ----------------------------------------------------------------
+CIFAR_TRAIN_IMAGES = 50_000
+# EasyFL's applications/fedssl defaults (main.py): batch, local epochs, rounds, learning rate.
+EASYFL = {"batch": 128, "local_epochs": 5, "rounds": 100, "lr": 0.032}
+# The paper's Table 2, FL-BYOL (Zhuang et al. 2022): linear top-1 (%) by data set and clients.
+FL_BYOL = {("c10", 5): 83.34, ("c10", 20): 75.77, ("c100", 5): 61.78, ("c100", 20): 52.78}
+TARGETS = {
+    "flmoco": "mocosfl.flssl.FLMoCo",
+    "fedbyol": "mocosfl.flssl.FedBYOL",
+    "fedema": "mocosfl.flssl.FedEMA",
+}
+
+
+@pytest.mark.parametrize("name", [with_its_method(name) for name in FLSSL_ROWS])
+def test_flssl_row_has_easyfl_settings_on_one_clock(compose_train, name):
+    row = FLSSL_ROW.fullmatch(name)
+    clients, method = int(row["clients"]), row["method"]
+    cfg = compose_row(compose_train, name)
+    validate_config(cfg)  # what the command line checks first
+    assert HydraConfig.get().runtime.choices.module == method
+    assert cfg.module._target_ == TARGETS[method]
+    datamodule = build_datamodule(cfg)
+    plan = datamodule.plan
+    # All clients every round, each taking one local step of its own 128 images a step.
+    assert (plan.num_clients, plan.clients_per_step) == (clients, clients)
+    assert plan.client_batch_size == EASYFL["batch"]
+    assert plan.server_batch_size == clients * EASYFL["batch"]
+    # A round is 5 local epochs over a client's share at batch 128 without the short last batch
+    # (drop_last); the budget is 100 rounds.
+    _, client_images = datamodule.settings.split_sizes(CIFAR_TRAIN_IMAGES)
+    assert client_images == 45_000  # 5,000 held out for validation, as in the MocoSFL rows
+    local_epoch = (client_images // clients) // EASYFL["batch"]
+    assert plan.sync_every == EASYFL["local_epochs"] * local_epoch
+    assert cfg.trainer.max_steps == EASYFL["rounds"] * plan.sync_every
+    assert cfg.trainer.max_epochs == -1
+    assert plan.pool == "round" and plan.syncs_in_run(cfg.trainer.max_steps) == EASYFL["rounds"]
+    # Cosine decay by round: one rate a round, 0.5 x (1 + cos(pi x round / 100)) x 0.032.
+    assert cfg.sfl.client_optimizer.lr == EASYFL["lr"]
+    schedule = LRSchedule(cfg.sfl.client_schedule)
+    for round_ in (0, 1, 50, 99):
+        expected = 0.5 * (1 + math.cos(math.pi * round_ / EASYFL["rounds"]))
+        for step in (round_ * plan.sync_every, (round_ + 1) * plan.sync_every - 1):
+            factor = schedule.factor(step, cfg.trainer.max_steps, plan.code_epoch_steps)
+            assert factor == pytest.approx(expected)
+    optimizer = cfg.sfl.client_optimizer
+    assert (optimizer.momentum, optimizer.weight_decay) == (0.9, 5.0e-4)
+    assert cfg.sfl.ema_decay == 0.99
+    assert (cfg.model.arch, cfg.model.norm, cfg.model.weight_std) == ("resnet18", "bn", False)
+    # Reported as its method: a method tag instead of a cut, the paper's number where it has one.
+    assert cfg.experiment_name == name
+    assert cfg.logger.wandb.group == f"{name}-fixed"
+    assert list(cfg.tags) == [
+        "paper", "table2", cfg.paper.dataset, "shards", f"{clients}clients", method, "fixed"
+    ]  # fmt: skip
+    assert cfg.paper.method == method and cfg.paper.table == "table2"
+    assert cfg.paper.top1 == (None if method == "flmoco" else FL_BYOL[row["data"], clients])
+    # The client data of the MocoSFL rows of the same data and clients: the same partition.
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    mocosfl = compose_row(compose_train, f"table2_{row['data']}_noniid_{clients}clients_cut1")
+    assert data == OmegaConf.to_container(mocosfl.data, resolve=True)
+
+
+@pytest.mark.parametrize("name", [with_its_method(n) for n in FLSSL_ROWS if "flmoco" in n])
+def test_flmoco_rows_use_easyfl_moco_v2(compose_train, name):
+    cfg = compose_row(compose_train, name)
+    # model.py: MoCoModel(K=4096, dim=128, mlp hidden = feature dim 512), T = 0.2 for moco_v2.
+    assert (cfg.module.queue_size, cfg.module.temperature) == (4096, 0.2)
+    assert (cfg.module.head_hidden_dim, cfg.module.head_out_dim) == (512, 128)
+    assert cfg.module.loss == "two_way"
+
+
+def test_flssl_rows_are_every_method_data_set_and_client_count():
+    assert len(FLSSL_ROWS) == 12
+    by_method = {method: [n for n in FLSSL_ROWS if n.endswith(method)] for method in TARGETS}
+    assert all(len(names) == 4 for names in by_method.values())
+    numbers = paper_numbers()
+    for name in FLSSL_ROWS:
+        assert numbers[name]["method"] == FLSSL_ROW.fullmatch(name)["method"]
+        assert "Table 2" in numbers[name]["label"]
+    assert {numbers[n]["missing"] for n in by_method["flmoco"]} == {"not in the paper"}

@@ -22,7 +22,7 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args  # the agent's own rendering
 
 from mocosfl import table
@@ -243,13 +243,18 @@ PAPER = {"top1": 87.29, "attack_mse": 0.039, "attack_mse_std": 0.005}
 
 
 @functools.cache
-def composed_config(name: str, preset: str, seed: int, overrides: tuple[str, ...]) -> str:
+def composed_config(
+    name: str, preset: str, seed: int, overrides: tuple[str, ...]
+) -> tuple[str, str]:
     """``.hydra/config.yaml`` of a run started as ``experiment=<name> sfl=<preset> seed=<seed>
-    <overrides>``: composed, not resolved, as Hydra saves it."""
+    <overrides>`` (composed, not resolved, as Hydra saves it) and the run's ``module`` choice."""
     arguments = [f"experiment={name}", f"sfl={preset}", f"seed={seed}", *overrides]
     with hydra.initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = hydra.compose("train", overrides=arguments)
-    return OmegaConf.to_yaml(cfg)
+        cfg = hydra.compose("train", overrides=arguments, return_hydra_config=True)
+    module = cfg.hydra.runtime.choices.module
+    with open_dict(cfg):
+        del cfg.hydra
+    return OmegaConf.to_yaml(cfg), module
 
 
 def fake_run(
@@ -271,7 +276,7 @@ def fake_run(
     (run / ".hydra").mkdir(parents=True)
     choices = {"sfl": preset}
     if name and (ROOT / "conf" / "experiment" / f"{name}.yaml").is_file():
-        config = composed_config(name, preset, seed, tuple(overrides))
+        config, choices["module"] = composed_config(name, preset, seed, tuple(overrides))
         choices["experiment"] = name
     else:
         config = yaml.safe_dump({"seed": seed, "experiment_name": name})
@@ -311,6 +316,49 @@ def test_table_averages_the_paper_seeds_per_row_and_variant(tmp_path, monkeypatc
     fake_run(tmp_path, row, 1234, 80.0, age=2, **{"attack_paper/mse": 0.03})
     paper = summarize(find_runs(tmp_path), metric="attack_paper/mse")[1]
     assert paper.values == {1234: 0.03} and paper.paper_value() == "0.039 ± 0.005"
+
+
+FL_ROW = "table2_c10_noniid_5clients_flmoco"  # an FL-SSL baseline: module=flmoco, no paper number
+BYOL_ROW = "table2_c10_noniid_5clients_fedbyol"
+
+
+def test_table_shows_the_method_of_an_fl_ssl_row(tmp_path, capsys):
+    for seed, top1 in zip(PAPER_SEEDS, (70.0, 72.0, 74.0)):
+        fake_run(tmp_path, FL_ROW, seed, top1, preset="fixed")
+    fake_run(tmp_path, ROW, 1234, 80.0)
+    runs = find_runs(tmp_path)
+    assert {run.experiment: (run.method, run.differences) for run in runs} == {
+        FL_ROW: ("flmoco", []),
+        ROW: ("mocosfl", []),
+    }
+    fl, moco = summarize(runs)
+    assert (fl.experiment, fl.method, fl.variant) == (FL_ROW, "flmoco", "fixed")
+    assert fl.measured() == "72.00 ± 2.00" and fl.paper_value() == "not in the paper"
+    assert table.main(["--runs", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == [
+        "| experiment | method | variant | metric | seeds | measured here | paper (its number) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    assert lines[2] == (
+        f"| {FL_ROW} | flmoco | fixed | test/linear_top1 | 1234, 1235, 1236 | 72.00 ± 2.00 "
+        "| not in the paper |"
+    )
+    assert lines[3].startswith(f"| {ROW} | mocosfl | legacy | test/linear_top1 | 1234 (of 3) |")
+    # A MocoSFL row alone keeps its table as it was: no method column.
+    assert format_table([moco]).splitlines()[0].startswith("| experiment | variant |")
+
+
+@pytest.mark.skipif(
+    not (ROOT / "conf" / "module" / "fedbyol.yaml").is_file(),
+    reason="conf/module/fedbyol.yaml is not there yet",
+)
+def test_table_matches_a_fedbyol_row_to_the_papers_fl_byol(tmp_path):
+    fake_run(tmp_path, BYOL_ROW, 1234, 80.0, preset="fixed")
+    (run,) = find_runs(tmp_path)
+    assert (run.method, run.differences, run.paper["top1"]) == ("fedbyol", [], 83.34)
+    (row,) = summarize([run])
+    assert row.paper_value() == "83.34"
 
 
 def test_table_reads_a_row_name_saved_literally_and_the_numbers_file(tmp_path):
