@@ -4,7 +4,6 @@ notebook kernel registered inside the project's environment, and notebooks run o
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,23 +58,6 @@ STAGE1 = [
     "~callbacks.linear_probe",
     "trainer.max_epochs=2",
 ]  # 24 target-class training images, half of them the expert's, 4 + 4 images a step
-
-
-# The experiments of a method other than MocoSFL end in its name (table2_..._fedema,
-# table_base_fedema); their method's config may land after them.
-METHOD_SUFFIX = re.compile(r".*_(?P<method>flmoco|fedbyol|fedema)")
-
-
-def with_its_method(experiment: str) -> Any:
-    """``experiment`` as a test parameter, skipped while the method it names (an FL-SSL row, or
-    its ``table_base_<method>``) has no config in ``conf/module`` yet."""
-    import pytest
-
-    method = METHOD_SUFFIX.fullmatch(experiment)
-    module = ROOT / "conf" / "module" / f"{method['method']}.yaml" if method else None
-    missing = module is not None and not module.is_file()
-    reason = f"conf/module/{module.name} is not there yet" if missing else ""
-    return pytest.param(experiment, marks=pytest.mark.skipif(missing, reason=reason))
 
 
 def compose(config_name: str, out_dir: Path, overrides: list[str]) -> DictConfig:

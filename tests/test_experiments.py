@@ -5,8 +5,7 @@ its model; every MocoSFL row has the settings of docs/paper.md (Cross-client set
 `sfl=legacy` and with `sfl=legacy sizing=auto_adjust`, and its numbers from conf/paper/numbers.yaml:
 every row config has an entry there and every entry a config. The FL-SSL baseline rows of Table 2
 (`module=flmoco|fedbyol|fedema`) have EasyFL's settings on the project's clock (docs/paper.md,
-FL-SSL baselines) and the client data of the MocoSFL rows they stand beside; a row whose method's
-config (conf/module/<method>.yaml) is not there yet is skipped.
+FL-SSL baselines) and the client data of the MocoSFL rows they stand beside.
 """
 
 import math
@@ -22,8 +21,6 @@ from mocosfl.config import validate_config
 from mocosfl.data import build_datamodule
 from mocosfl.sfl.schedules import LRSchedule
 from mocosfl.utils.resolvers import auto_client_batch, auto_clients_per_step, paper_numbers
-
-from helpers import with_its_method
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "conf" / "experiment"
@@ -86,7 +83,7 @@ def compose_row(compose_train, name: str, *overrides: str):
     return cfg
 
 
-@pytest.mark.parametrize("name", [with_its_method(name) for name in CONFIGS])
+@pytest.mark.parametrize("name", CONFIGS)
 def test_config_composes_and_builds_data_module_and_model(compose_train, name):
     cfg = compose_row(compose_train, name)
     datamodule = build_datamodule(cfg)  # every check that needs no data (setup() would load it)
@@ -186,7 +183,7 @@ TARGETS = {
 }
 
 
-@pytest.mark.parametrize("name", [with_its_method(name) for name in FLSSL_ROWS])
+@pytest.mark.parametrize("name", FLSSL_ROWS)
 def test_flssl_row_has_easyfl_settings_on_one_clock(compose_train, name):
     row = FLSSL_ROW.fullmatch(name)
     clients, method = int(row["clients"]), row["method"]
@@ -235,13 +232,24 @@ def test_flssl_row_has_easyfl_settings_on_one_clock(compose_train, name):
     assert data == OmegaConf.to_container(mocosfl.data, resolve=True)
 
 
-@pytest.mark.parametrize("name", [with_its_method(n) for n in FLSSL_ROWS if "flmoco" in n])
+@pytest.mark.parametrize("name", [n for n in FLSSL_ROWS if n.endswith("flmoco")])
 def test_flmoco_rows_use_easyfl_moco_v2(compose_train, name):
     cfg = compose_row(compose_train, name)
     # model.py: MoCoModel(K=4096, dim=128, mlp hidden = feature dim 512), T = 0.2 for moco_v2.
     assert (cfg.module.queue_size, cfg.module.temperature) == (4096, 0.2)
     assert (cfg.module.head_hidden_dim, cfg.module.head_out_dim) == (512, 128)
     assert cfg.module.loss == "two_way"
+
+
+@pytest.mark.parametrize("name", [n for n in FLSSL_ROWS if n.endswith(("fedbyol", "fedema"))])
+def test_byol_rows_use_easyfl_byol(compose_train, name):
+    cfg = compose_row(compose_train, name)
+    # model.py BYOLModel: projector and predictor 2048 out, 4096 hidden; both directions summed.
+    assert (cfg.module.head_hidden_dim, cfg.module.head_out_dim) == (4096, 2048)
+    assert cfg.module.predictor_hidden_dim == 4096
+    assert cfg.module.loss == "two_way" and cfg.module.ema_decay == 0.99
+    if name.endswith("fedema"):  # README: FedEMA with the auto scaler, tau = 0.7
+        assert (cfg.module.scaler_target, cfg.module.weight_scaler) == (0.7, None)
 
 
 def test_flssl_rows_are_every_method_data_set_and_client_count():

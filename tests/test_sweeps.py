@@ -349,10 +349,6 @@ def test_table_shows_the_method_of_an_fl_ssl_row(tmp_path, capsys):
     assert format_table([moco]).splitlines()[0].startswith("| experiment | variant |")
 
 
-@pytest.mark.skipif(
-    not (ROOT / "conf" / "module" / "fedbyol.yaml").is_file(),
-    reason="conf/module/fedbyol.yaml is not there yet",
-)
 def test_table_matches_a_fedbyol_row_to_the_papers_fl_byol(tmp_path):
     fake_run(tmp_path, BYOL_ROW, 1234, 80.0, preset="fixed")
     (run,) = find_runs(tmp_path)

@@ -21,7 +21,7 @@ from mocosfl.sfl import MocoSFL
 from mocosfl.sfl.plan import FederatedPlan
 from mocosfl.sfl.schedules import LRSchedule
 
-from helpers import TINY, with_its_method
+from helpers import TINY
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 
@@ -137,7 +137,7 @@ def test_valid_configs_pass(compose_train, overrides):
     assert problems(compose_train, *overrides) == ""
 
 
-@pytest.mark.parametrize("name", [with_its_method(name) for name in EXPERIMENTS])
+@pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_validates(compose_train, name):
     cfg = compose_train([f"experiment={name}"])
     if OmegaConf.is_missing(cfg.data, "root"):
