@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from mocosfl.sfl.ddp import owned_slice
 from mocosfl.sfl.plan import FederatedPlan
 
 __all__ = ["FederatedStepDataset", "StepSampler", "step_seed"]
@@ -172,7 +173,7 @@ class FederatedStepDataset(Dataset):
         views = self.augmentation(torch.cat([x, x]), gen)
         views = views.view(2, p, b, *views.shape[1:])
         rank, world = self.shard
-        mine = slice(rank * p // world, (rank + 1) * p // world)
+        mine = owned_slice(p, rank, world)
         return {
             "query": views[0, mine],
             "key": views[1, mine],

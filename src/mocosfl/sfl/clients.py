@@ -149,20 +149,8 @@ class ClientBank(nn.Module, ABC):
     def share_pool(self, pool: Sequence[int], owned: slice) -> None:
         """After a step on several processes: every process gets the state of the step's pool
         from the process that trained each client (``pool[owned]`` here), so all of them keep
-        the whole, identical bank. Two all-reduces: the floating and the integer state."""
-        rows = self.client_rows(pool)
-        floating = [n for n, v in rows.items() if v.is_floating_point()]
-        integer = [n for n in rows if n not in floating]  # step counts, SGD-started flags
-        shared = {}
-        for names, dtype in ((floating, rows[floating[0]].dtype), (integer, torch.long)):
-            flat = torch.cat([rows[n].reshape(len(pool), -1).to(dtype) for n in names], dim=1)
-            mine = torch.zeros(len(pool), 1, dtype=dtype, device=flat.device)
-            mine[owned] = 1
-            flat.mul_(mine)  # the other processes' clients: zeros here, their owner's rows there
-            torch.distributed.all_reduce(flat)
-            for n, part in zip(names, flat.split([rows[n][0].numel() for n in names], dim=1)):
-                shared[n] = part.reshape(rows[n].shape).to(rows[n].dtype)
-        self.set_client_rows(pool, shared)
+        the whole, identical bank (:func:`share_rows`: two all-reduces, floating and integer)."""
+        self.set_client_rows(pool, share_rows(self.client_rows(pool), owned))
         self.participated[list(pool)] = True
 
     # -- FedAvg -----------------------------------------------------------------------------
@@ -233,3 +221,25 @@ class ClientBank(nn.Module, ABC):
         rows = {k: v[None] for k, v in state.items()}
         for kind in MODEL_KINDS:
             self.set_states(kind, range(self.num_clients), rows)
+
+
+@torch.no_grad()
+def share_rows(rows: Rows, owned: slice) -> Rows:
+    """Every process's ``rows`` ([P, ...] for the pool's P clients) as the owner of each row has
+    them: each process zeroes the rows it does not own (``owned`` is its share) and one
+    all-reduce per dtype adds them up (integer and bool rows travel as long)."""
+    groups: dict[torch.dtype, list[str]] = {}
+    for name, value in rows.items():
+        dtype = value.dtype if value.is_floating_point() else torch.long
+        groups.setdefault(dtype, []).append(name)
+    shared = {}
+    for dtype, names in groups.items():
+        n = len(rows[names[0]])
+        flat = torch.cat([rows[k].reshape(n, -1).to(dtype) for k in names], dim=1)
+        mine = torch.zeros(n, 1, dtype=dtype, device=flat.device)
+        mine[owned] = 1
+        flat.mul_(mine)  # the other processes' clients: zeros here, their owner's rows there
+        torch.distributed.all_reduce(flat)
+        for k, part in zip(names, flat.split([rows[k][0].numel() for k in names], dim=1)):
+            shared[k] = part.reshape(rows[k].shape).to(rows[k].dtype)
+    return shared

@@ -17,6 +17,7 @@ from torch import nn
 
 from mocosfl.errors import ConfigError, check_all
 from mocosfl.models import ProjectionHead, SplitModel
+from mocosfl.sfl.ddp import gather_pool, share_pool
 from mocosfl.sfl.engines import make_client_bank
 from mocosfl.sfl.loss import contrastive_accuracy, info_nce, loss_mode
 from mocosfl.sfl.method import fedavg_weights_of, load_run_state, moco_checks, save_run_state
@@ -268,11 +269,8 @@ class MocoSFL(L.LightningModule):
             group["lr"] = server_lr
         optimizer.step()
         self.bank.step(ids, client_lr)
-        if world > 1:
-            pool, rank = batch["pool"].tolist(), self.trainer.global_rank
-            mine = slice(rank * len(pool) // world, (rank + 1) * len(pool) // world)
-            self.bank.share_pool(pool, mine)
-            keys = [self.all_gather(k).flatten(0, 1) for k in keys]  # in pool order
+        share_pool(self, batch)  # several processes: every one gets the whole pool's clients
+        keys = [gather_pool(self, k) for k in keys]  # the whole pool's, in pool order
         if self.loss_mode == "legacy_sum":
             # The original enqueues the query view's keys first (docs/differences.md, "enqueue
             # order"); it matters when the queue's end cuts a step's keys in two.
