@@ -1,7 +1,8 @@
 """DDP: two CPU processes (gloo) launched by the entry point give the numbers of one process.
 
 Each step's pool is split over the processes, the server's gradients are all-reduced by DDP, the
-clients' state is exchanged after every step and the keys of both processes enter the queue.
+clients' state is exchanged after every step and the keys of both processes enter the queue (for
+FL-MoCo each client's own queue; it has nothing for DDP to all-reduce).
 """
 
 import csv
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import TINY, run_cli
+from helpers import TINY, flat_state, run_cli
 
 CHANGED = ("trainer=", "sfl.num_clients", "sfl.clients_per_step", "sfl.client_batch_size")
 SMALL = [
@@ -36,6 +37,12 @@ def step_losses(run_dir: Path) -> dict[int, float]:
 def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     return ckpt["state_dict"]
+
+
+def final_client(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The FedAvg model of ``final.ckpt``."""
+    path = run_dir / "checkpoints" / "final.ckpt"
+    return torch.load(path, map_location="cpu", weights_only=True)["client"]
 
 
 def train_both(tmp_path: Path, *overrides: str) -> tuple[Path, Path]:
@@ -74,3 +81,25 @@ def test_a_pool_that_does_not_split_evenly_is_refused_before_training(tmp_path):
     assert "sfl.clients_per_step=3 cannot be split evenly over 2 processes" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_flmoco_on_two_processes_is_one_process(tmp_path):
+    """Every client's weights, momentum copy, SGD buffers, step count and own queue at the last
+    step (two FedAvgs in, mid-round), the final FedAvg model, and the pool's mean loss."""
+    one, two = train_both(tmp_path, "module=flmoco")
+    want, got = step_losses(one), step_losses(two)
+    assert sorted(want) == sorted(got) == list(range(8))
+    for step in want:  # a mean of the processes' means: float rounding only (2.4e-7 measured)
+        assert got[step] == pytest.approx(want[step], abs=1e-5), step
+    want, got = (flat_state(run / "checkpoints" / "last.ckpt") for run in (one, two))
+    assert want.keys() == got.keys()
+    assert {"model/queues.keys", "model/queues.ptr", "model/bank.steps"} <= want.keys()
+    assert any(k.startswith("opt/client") for k in want)
+    assert want["model/bank.participated"].sum() == 4  # the last round's pool, not yet averaged
+    for key in want:  # each client runs the same code on either process: 0 measured
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=1e-6, msg=key)
+    want, got = (final_client(run) for run in (one, two))
+    assert want.keys() == got.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=1e-6, msg=key)

@@ -3,15 +3,18 @@ mean (the runs of every FL-SSL method: tests/test_flssl.py)."""
 
 import copy
 from functools import partial
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.strategies import DDPStrategy
 
 from mocosfl.errors import ConfigError
 from mocosfl.flssl import FLMoCo
 from mocosfl.models import build_split_model
 from mocosfl.sfl import info_nce
+from mocosfl.sfl.ddp import FederatedDDPStrategy, nothing_to_reduce
 
 from helpers import fit_one_step
 
@@ -126,3 +129,15 @@ def test_refuses_the_split_only_settings_in_one_line():
         make_module("legacy_sum")
     with pytest.raises(ConfigError, match="client_engine"):
         make_module(client_engine="vmap")
+
+
+def test_several_processes_take_the_strategy_that_leaves_it_unwrapped():
+    """Every tensor is a client's, exchanged by the module (tests/test_ddp.py runs two processes):
+    Lightning's own DDP, which would wrap it, is refused in one line."""
+    module = make_module()
+    module._trainer = SimpleNamespace(world_size=2, strategy=DDPStrategy(), datamodule=None)
+    with pytest.raises(ConfigError, match="FederatedDDPStrategy"):
+        module.setup("fit")
+    module._trainer.strategy = FederatedDDPStrategy()
+    module.setup("fit")
+    assert nothing_to_reduce(module)

@@ -16,6 +16,7 @@ from torch import nn
 from mocosfl.errors import check_all
 from mocosfl.flssl.base import FLSSLMethod, flssl_checks
 from mocosfl.models import ProjectionHead, SplitModel
+from mocosfl.sfl.ddp import gather_pool, share_pool
 from mocosfl.sfl.engines import make_client_bank
 from mocosfl.sfl.loss import contrastive_accuracy, info_nce, loss_mode
 from mocosfl.sfl.method import fedavg_weights_of, moco_checks
@@ -38,6 +39,7 @@ class FLMoCo(FLSSLMethod):
     """
 
     method = "flmoco"
+    runs_on_processes = True
 
     def __init__(
         self,
@@ -107,13 +109,20 @@ class FLMoCo(FLSSLMethod):
         lr = self.client_lr(self.trainer.global_step)
         self.bank.step(ids, lambda c: lr)
         self.optimizers().step()  # the clock: global_step counts this step
-        for i, c in enumerate(ids):
-            self.queues.enqueue(c, torch.cat([k[i] for k in keys]))
+        # Several processes: each trained its share of the pool; now every one gets the whole
+        # pool's clients and their keys [P, views * b, D], each client's into its own queue.
+        pool = share_pool(self, batch)
+        for c, client_keys in zip(pool, gather_pool(self, torch.cat(keys, dim=1))):
+            self.queues.enqueue(c, client_keys)
 
         loss = client_losses.mean().detach()
         logits = torch.cat([t[1] for t in terms[0]]).detach()
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/contrastive_acc", contrastive_accuracy(logits), prog_bar=True)
-        self.log("train/feature_std", queries[0].detach().float().flatten(0, 1).std(0).mean())
+        # Means over the processes' equal shares: the whole pool's loss and accuracy.
+        sync = self.trainer.world_size > 1
+        self.log("train/loss", loss, prog_bar=True, sync_dist=sync)
+        accuracy = contrastive_accuracy(logits)
+        self.log("train/contrastive_acc", accuracy, prog_bar=True, sync_dist=sync)
+        feature_std = queries[0].detach().float().flatten(0, 1).std(0).mean()
+        self.log("train/feature_std", feature_std, sync_dist=sync)
         self.log("lr/client", lr)
         return loss
