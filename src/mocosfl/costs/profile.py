@@ -75,17 +75,19 @@ def measure_client(client: nn.Module, image_shape: tuple[int, ...]) -> ClientCos
     """Measure ``client`` ([B, *image_shape] -> [B, *latent]) on a CPU copy in training mode, so
     the model itself (device, mode, gradients, norm statistics) is left as it was.
 
-    ``activation_bytes`` is per image: ``saved_bytes`` of two images minus that of one, which
-    drops what a batch keeps once whatever its size (the standardised weights).
+    ``activation_bytes`` is per image: ``saved_bytes`` of four images minus that of two, halved,
+    which drops what a batch keeps once whatever its size (the standardised weights). Batches of
+    two and more, so that BatchNorm over features (BYOL's heads) trains; the FLOPs are linear in
+    the batch.
     """
     client = copy.deepcopy(client).cpu().float().train().requires_grad_(True)
     # A fixed input: the costs depend on shapes only, and nothing draws from the global RNG.
-    one, two = torch.zeros(1, *image_shape), torch.zeros(2, *image_shape)
+    two, four = torch.zeros(2, *image_shape), torch.zeros(4, *image_shape)
     with torch.enable_grad():
-        forward = count_flops(client, one, backward=False)
-        forward_backward = count_flops(client, one, backward=True)
-        activation = saved_bytes(client, two) - saved_bytes(client, one)
-        latent = client(one)[0]
+        forward = count_flops(client, two, backward=False) // 2
+        forward_backward = count_flops(client, two, backward=True) // 2
+        activation = (saved_bytes(client, four) - saved_bytes(client, two)) // 2
+        latent = client(two)[0]
     return ClientCosts(
         params=sum(p.numel() for p in client.parameters()),
         fedavg_numel=fedavg_numel(client),
