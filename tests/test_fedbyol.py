@@ -206,3 +206,10 @@ def test_fedema_constant_scaler_and_evaluation_model():
     for name, p in bank.online[0].named_parameters():
         want = 0.2 * own[name] + 0.8 * bank.global_model.state_dict()[name]
         torch.testing.assert_close(p, want, rtol=0, atol=1e-12, msg=name)
+
+
+def test_costs_count_the_online_network_crossing_and_the_target_staying():
+    module = make_module()
+    models = module.cost_models(sync_momentum=True)  # MoCo's setting: BYOL's targets stay
+    assert models.exchanged == [module.bank.online[0]]
+    assert models.momentum is module.bank.momentum[0] and models.views == 2

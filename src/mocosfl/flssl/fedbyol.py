@@ -95,6 +95,7 @@ class FedBYOL(FLSSLMethod):
     """
 
     method = "fedbyol"
+    syncs_momentum = False  # the targets stay every client's own (TargetClientBank)
 
     def __init__(
         self,
