@@ -86,17 +86,26 @@ def test_a_pool_that_does_not_split_evenly_is_refused_before_training(tmp_path):
 
 
 @pytest.mark.slow
-def test_flmoco_on_two_processes_is_one_process(tmp_path):
-    """Every client's weights, momentum copy, SGD buffers, step count and own queue at the last
-    step (two FedAvgs in, mid-round), the final FedAvg model, and the pool's mean loss."""
-    one, two = train_both(tmp_path, "module=flmoco")
+@pytest.mark.parametrize(
+    "method, own_state",
+    [
+        ("flmoco", {"model/queues.keys", "model/queues.ptr"}),  # each client's queue
+        # FedBYOL's step with FedEMA's bank: the global model and the round-start buffers
+        ("fedema", {"model/bank.global_model.encoder.client.0.0.weight", "model/bank.scaler"}),
+    ],
+)
+def test_an_flssl_method_on_two_processes_is_one_process(tmp_path, method, own_state):
+    """Every client's weights, momentum copy, SGD buffers and step count, and the method's own
+    state, at the last step (two FedAvgs in, mid-round), the final FedAvg model, and the pool's
+    mean loss."""
+    one, two = train_both(tmp_path, f"module={method}")
     want, got = step_losses(one), step_losses(two)
     assert sorted(want) == sorted(got) == list(range(8))
     for step in want:  # a mean of the processes' means: float rounding only (2.4e-7 measured)
         assert got[step] == pytest.approx(want[step], abs=1e-5), step
     want, got = (flat_state(run / "checkpoints" / "last.ckpt") for run in (one, two))
     assert want.keys() == got.keys()
-    assert {"model/queues.keys", "model/queues.ptr", "model/bank.steps"} <= want.keys()
+    assert {*own_state, "model/bank.steps"} <= want.keys()
     assert any(k.startswith("opt/client") for k in want)
     assert want["model/bank.participated"].sum() == 4  # the last round's pool, not yet averaged
     for key in want:  # each client runs the same code on either process: 0 measured

@@ -78,8 +78,6 @@ class FLSSLMethod(L.LightningModule):
     # Whether FedAvg may average the momentum copies too (sfl.sync_momentum): MoCo's may,
     # BYOL's targets stay every client's own.
     syncs_momentum = True
-    # Whether training_step exchanges the pool's clients between processes (sfl/ddp.py).
-    runs_on_processes = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -95,11 +93,8 @@ class FLSSLMethod(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Keep every tensor out of DDP (each is a client's, exchanged after every step by the
-        method's ``training_step``), or refuse several processes where the method does not
-        exchange them; take the original's epoch for ``cosine_epoch`` from the data module's
-        plan."""
-        if self.trainer.world_size > 1 and not self.runs_on_processes:
-            raise ConfigError(f"module={self.method} runs on one process; set trainer.devices=1")
+        method's ``training_step``, :mod:`mocosfl.sfl.ddp`); take the original's epoch for
+        ``cosine_epoch`` from the data module's plan."""
         keep_out_of_ddp(self, self.method)
         plan = getattr(self.trainer.datamodule, "plan", None)
         self._code_epoch_steps = None if plan is None else plan.code_epoch_steps

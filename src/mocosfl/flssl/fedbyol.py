@@ -19,6 +19,7 @@ from torch import nn
 from mocosfl.errors import check_all
 from mocosfl.flssl.base import FLSSLMethod, flssl_checks
 from mocosfl.models import BYOLHead, SplitModel
+from mocosfl.sfl.ddp import share_pool, whole_pool
 from mocosfl.sfl.loop_clients import LoopClientBank
 from mocosfl.sfl.loss import loss_mode
 from mocosfl.sfl.method import fedavg_weights_of
@@ -145,7 +146,10 @@ class FedBYOL(FLSSLMethod):
         """One local step of every pool client on its own views ``query``/``key`` [P, b, C, H, W];
         returns the pool's mean loss []."""
         ids = batch["client_ids"].tolist()
-        self.bank.receive([c for c in ids if not self.bank.participated[c]])
+        # Every process starts the whole pool's new clients from the same bank, so what
+        # receive() writes (FedEMA's round-start buffers too) needs no exchange.
+        starting = [c for c in whole_pool(self, batch) if not self.bank.participated[c]]
+        self.bank.receive(starting)
         views = [(batch["query"], batch["key"])]
         if self.loss_mode == "two_way":
             views.append((batch["key"], batch["query"]))
@@ -165,10 +169,14 @@ class FedBYOL(FLSSLMethod):
         self.bank.step(ids, lambda c: lr)
         self.optimizers().step()  # the clock: global_step counts this step
         self.bank.update_momentum(ids)
+        # Several processes: each trained its share of the pool; now every one gets all of it.
+        share_pool(self, batch)
 
         loss = client_losses.mean().detach()
         normalised = F.normalize(predictions[0].detach().float(), dim=1)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/feature_std", normalised.std(0).mean())
+        # Means over the processes' equal shares: the whole pool's.
+        sync = self.trainer.world_size > 1
+        self.log("train/loss", loss, prog_bar=True, sync_dist=sync)
+        self.log("train/feature_std", normalised.std(0).mean(), sync_dist=sync)
         self.log("lr/client", lr)
         return loss

@@ -39,7 +39,6 @@ class FLMoCo(FLSSLMethod):
     """
 
     method = "flmoco"
-    runs_on_processes = True
 
     def __init__(
         self,

@@ -6,7 +6,7 @@ data module loads each process its share). After the step every process gets the
 state from the process that trained it (:func:`share_pool`), and per-client tensors of the step
 (keys for a queue) are put back together in pool order (:func:`gather_pool`), so that every
 process holds the same whole state and FedAvg, checkpoints and evaluation run as on one process.
-A method whose every tensor is a client's (FL-MoCo) has nothing for DDP to all-reduce:
+A method whose every tensor is a client's (the FL-SSL methods) has nothing for DDP to all-reduce:
 :class:`FederatedDDPStrategy` then leaves it unwrapped.
 """
 
@@ -26,16 +26,22 @@ def owned_slice(pool_size: int, rank: int, world: int) -> slice:
     return slice(rank * pool_size // world, (rank + 1) * pool_size // world)
 
 
+def whole_pool(module: L.LightningModule, batch: dict[str, Any]) -> list[int]:
+    """The step's whole pool, in order, on every process (``batch["pool"]``); on one process
+    the pool is ``batch["client_ids"]``."""
+    return batch["pool" if module.trainer.world_size > 1 else "client_ids"].tolist()
+
+
 def share_pool(module: L.LightningModule, batch: dict[str, Any]) -> list[int]:
     """After each process trained its share of the step's pool (``batch["client_ids"]``): give
     every process the whole pool's client state (``module.bank.share_pool``: models, momentum
-    copies, SGD state, step counts) and return the whole pool, in order (``batch["pool"]``).
-    On one process nothing moves and the pool is ``batch["client_ids"]``."""
+    copies, SGD state, step counts) and return the whole pool (:func:`whole_pool`). On one
+    process nothing moves."""
     trainer = module.trainer
-    if trainer.world_size == 1:
-        return batch["client_ids"].tolist()
-    pool = batch["pool"].tolist()
-    module.bank.share_pool(pool, owned_slice(len(pool), trainer.global_rank, trainer.world_size))
+    pool = whole_pool(module, batch)
+    if trainer.world_size > 1:
+        owned = owned_slice(len(pool), trainer.global_rank, trainer.world_size)
+        module.bank.share_pool(pool, owned)
     return pool
 
 
@@ -48,10 +54,10 @@ def gather_pool(module: L.LightningModule, x: torch.Tensor) -> torch.Tensor:
 
 
 def keep_out_of_ddp(module: L.LightningModule, method: str) -> None:
-    """For a method whose every tensor is a client's (FL-MoCo), from its ``setup()``: tell DDP to
-    leave all of them alone (they travel by :func:`share_pool` and :func:`gather_pool`), and
-    refuse a strategy of several processes that would wrap the module anyway (``method``: the
-    ``module=`` name the one-line error gives)."""
+    """For a method whose every tensor is a client's (an FL-SSL method), from its ``setup()``:
+    tell DDP to leave all of them alone (they travel by :func:`share_pool` and
+    :func:`gather_pool`), and refuse a strategy of several processes that would wrap the module
+    anyway (``method``: the ``module=`` name the one-line error gives)."""
     module._ddp_params_and_buffers_to_ignore = [
         name for name, _ in [*module.named_parameters(), *module.named_buffers()]
     ]
@@ -72,9 +78,9 @@ def nothing_to_reduce(module: nn.Module) -> bool:
 
 class FederatedDDPStrategy(DDPStrategy):
     """Lightning's DDP (``trainer=ddp``), except that a module with nothing for DDP to all-reduce
-    (:func:`nothing_to_reduce`: FL-MoCo, whose every tensor is a client's) is not wrapped: torch's
-    DistributedDataParallel refuses such a module. The process group, ``all_gather``, ``log(...,
-    sync_dist=True)`` and the launcher are Lightning's, unchanged."""
+    (:func:`nothing_to_reduce`: an FL-SSL method, whose every tensor is a client's) is not
+    wrapped: torch's DistributedDataParallel refuses such a module. The process group,
+    ``all_gather``, ``log(..., sync_dist=True)`` and the launcher are Lightning's, unchanged."""
 
     def configure_ddp(self) -> None:
         if nothing_to_reduce(self.model):
