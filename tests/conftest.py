@@ -2,6 +2,7 @@
 
 import itertools
 import os
+import sys
 import tarfile
 from pathlib import Path
 
@@ -32,6 +33,27 @@ def compose_train(tmp_path):
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def train_cli(capfd, monkeypatch):
+    """train_cli(*overrides) -> (exit code, stderr) of ``python -m mocosfl.train <overrides>``
+    run in this process (W&B off): the console entry itself, without a fresh interpreter."""
+    from mocosfl.train import cli
+
+    def _run(*overrides: str) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["mocosfl.train", *overrides])
+        capfd.readouterr()
+        try:
+            cli()
+            code = 0
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else 1
+        finally:
+            GlobalHydra.instance().clear()
+        return code, capfd.readouterr().err
+
+    return _run
 
 
 @pytest.fixture(scope="session")

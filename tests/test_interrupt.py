@@ -115,21 +115,23 @@ def test_signal_saves_the_step_and_a_resume_equals_an_uninterrupted_run(tmp_path
         assert len(offline) == 2 and all(name.endswith(run_id) for name in offline)
 
 
-def test_a_resume_that_changes_the_saved_state_is_refused_in_one_line(tmp_path):
+def test_a_resume_that_changes_the_saved_state_is_refused_in_one_line(tmp_path, train_cli):
+    """The console entry in this process: the refusal comes before any signal handling."""
     run_dir = tmp_path / "run"
-    assert run(*RUN, "trainer.max_steps=2", f"hydra.run.dir={run_dir}").returncode == 0
+    code, stderr = train_cli(*RUN, "trainer.max_steps=2", f"hydra.run.dir={run_dir}")
+    assert code == 0, stderr[-3000:]
     for overrides, message in [
         (["model.width=16", "sfl.num_clients=6"], "model.width 8 -> 16, sfl.num_clients 4 -> 6"),
         (["sfl=legacy"], "drop sfl=legacy (the run has fixed)"),
     ]:
-        result = run(f"resume={run_dir}", *overrides)
-        assert result.returncode == 2, result.stderr[-3000:]
-        lines = result.stderr.strip().splitlines()
+        code, stderr = train_cli(f"resume={run_dir}", *overrides)
+        assert code == 2, stderr[-3000:]
+        lines = stderr.strip().splitlines()
         assert lines[-1].startswith("error: ") and message in lines[-1], lines[-1]
-        assert "Traceback" not in result.stderr and "size mismatch" not in result.stderr
+        assert "Traceback" not in stderr and "size mismatch" not in stderr
     # A change that keeps the shapes is taken: more steps, a new learning rate.
-    longer = run(f"resume={run_dir}", "trainer.max_steps=4", "sfl.lr=0.01")
-    assert longer.returncode == 0, longer.stderr[-3000:]
+    code, stderr = train_cli(f"resume={run_dir}", "trainer.max_steps=4", "sfl.lr=0.01")
+    assert code == 0, stderr[-3000:]
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4
     assert ckpt["run_config"]["module"]["server_optimizer"]["lr"] == 0.01  # the link is kept

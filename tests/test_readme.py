@@ -49,7 +49,7 @@ TINY: list[tuple[str, list[str]]] = [
     ("mocosfl-train", _TRAIN),
     ("make train", _TRAIN),
     ("make sweep-local", _TRAIN),
-    ("make demo", ["trainer.max_epochs=1"]),
+    ("make demo", _TRAIN),
     ("callbacks=attack", ["callbacks.attack.decoder.epochs=1", "callbacks.attack.num_targets=8"]),
     ("hparams_search=knn_optuna", ["hydra.sweeper.n_trials=2"]),
     ("mocosfl.eval", ["eval.probe.epochs=2"]),
@@ -196,7 +196,7 @@ def test_tiny_overrides_go_where_each_command_reads_them():
     assert tiny('make train DATASET=cifar100 ARGS="sfl.cut_layer=2"  # note') == (
         f'make train DATASET=cifar100 ARGS="sfl.cut_layer=2 {" ".join(_TRAIN)}"  # note'
     )
-    assert tiny("make demo   # a minute") == 'make demo ARGS="trainer.max_epochs=1"   # a minute'
+    assert tiny("make demo   # a minute") == f'make demo ARGS="{" ".join(_TRAIN)}"   # a minute'
     assert tiny("RUN=$(ls -td logs/train/runs/*/ | head -1)") == (
         "RUN=$(ls -td logs/train/runs/*/ | head -1)"
     )

@@ -91,30 +91,46 @@ def test_resume_continues_exactly(compose_train, tmp_path, k, workers, signum):
         torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-6, msg=name)
 
 
-@pytest.mark.slow  # a fresh Python process or a notebook kernel each
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        (["sfl.cut_layer=99"], "valid cut layers are 1..8"),
-        (["sfl.num_clients=100000"], "clients"),
-        (["sfl.clients_per_step=5", "sfl.num_clients=4"], "clients_per_step"),
-        (["ckpt_path=/nonexistent/last.ckpt"], "does not exist"),
-        (["data=imagefolder", "data.root=/nonexistent/folder"], "/nonexistent/folder"),
-        (["model.norm=bn", "sfl.client_batch_size=1"], "client_batch_size >= 8"),
-        (["~callbacks.fedavg"], "sfl.sync_every=0"),
-        (["data.val_images=0"], "no validation split for callbacks.knn"),
-    ],
-)
-def test_bad_input_is_one_clear_line(tmp_path, overrides, message):
+BAD_INPUT = [
+    (["sfl.num_clients=100000"], "clients"),
+    (["sfl.clients_per_step=5", "sfl.num_clients=4"], "clients_per_step"),
+    (["ckpt_path=/nonexistent/last.ckpt"], "does not exist"),
+    (["data=imagefolder", "data.root=/nonexistent/folder"], "/nonexistent/folder"),
+    (["model.norm=bn", "sfl.client_batch_size=1"], "client_batch_size >= 8"),
+    (["~callbacks.fedavg"], "sfl.sync_every=0"),
+    (["data.val_images=0"], "no validation split for callbacks.knn"),
+]
+
+
+def bad_input_command(tmp_path: Path, overrides: list[str]) -> list[str]:
+    """A tiny run with ``overrides`` in place of TINY's settings of the same keys."""
     keys = [o.split("=")[0] for o in overrides]
     tiny = [o for o in TINY if not any(o.startswith((f"{k}=", f"{k}.")) for k in keys)]
-    run_dir = tmp_path / "run"
-    result = run_cli(*tiny, f"hydra.run.dir={run_dir}", *overrides)
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: ") and message in lines[-1], result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
+    return [*tiny, f"hydra.run.dir={tmp_path / 'run'}", *overrides]
+
+
+def assert_one_error_line(code: int, stderr: str, message: str, run_dir: Path) -> None:
+    assert code == 2, stderr[-2000:]
+    lines = stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and message in lines[-1], stderr[-2000:]
+    assert "Traceback" not in stderr
     assert not run_dir.exists(), "a refused command left its run directory"
+
+
+@pytest.mark.slow  # a fresh Python process
+def test_bad_input_is_one_clear_line_from_a_fresh_process(tmp_path):
+    result = run_cli(*bad_input_command(tmp_path, ["sfl.cut_layer=99"]))
+    assert_one_error_line(
+        result.returncode, result.stderr, "valid cut layers are 1..8", tmp_path / "run"
+    )
+
+
+@pytest.mark.parametrize("overrides, message", BAD_INPUT)
+def test_bad_input_is_one_clear_line(tmp_path, train_cli, overrides, message):
+    """The same entry point run in this process (the fresh process above shows that nothing
+    differs but the seconds of imports)."""
+    code, stderr = train_cli(*bad_input_command(tmp_path, overrides))
+    assert_one_error_line(code, stderr, message, tmp_path / "run")
 
 
 def test_without_a_validation_split_the_test_kNN_is_still_measured(compose_train):
@@ -127,13 +143,12 @@ def test_without_a_validation_split_the_test_kNN_is_still_measured(compose_train
     assert "test/knn_top1" in metrics and "val/knn_top1" not in metrics
 
 
-@pytest.mark.slow  # a fresh Python process or a notebook kernel each
 @pytest.mark.parametrize("group, value", [("data", "mnist"), ("model", "resnet9")])
-def test_unknown_dataset_or_model_lists_the_choices(tmp_path, group, value):
-    result = run_cli(f"{group}={value}", f"hydra.run.dir={tmp_path}")
-    assert result.returncode != 0
-    assert f"Could not find '{group}/{value}'" in result.stderr
-    assert "Available options" in result.stderr and "Traceback" not in result.stderr
+def test_unknown_dataset_or_model_lists_the_choices(tmp_path, train_cli, group, value):
+    code, stderr = train_cli(f"{group}={value}", f"hydra.run.dir={tmp_path}")
+    assert code != 0
+    assert f"Could not find '{group}/{value}'" in stderr
+    assert "Available options" in stderr and "Traceback" not in stderr
 
 
 @pytest.mark.parametrize("engine", ["loop", "vmap"])
