@@ -1,6 +1,7 @@
 """One measurement, one process: each measurement runs in a freshly spawned Python process
 (``multiprocessing``'s spawn context), one after the other, so that each one reports its own peak
-resident memory and none inherits another's allocator state.
+resident memory and none inherits another's allocator state. ``--in-process`` runs them in the
+launcher instead (one import of torch and Lightning for all of them; quick checks only).
 """
 
 from __future__ import annotations
@@ -91,3 +92,9 @@ def run_isolated(job: Job) -> Result:
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as worker:
         return Result(**worker.submit(measure, job).result())
+
+
+def run_in_process(job: Job) -> Result:
+    """:func:`measure` in this process: no import per measurement, but the peak resident memory
+    is this process's so far and the measurements share its allocator."""
+    return Result(**measure(job))

@@ -46,6 +46,7 @@ def describe(args: argparse.Namespace, cfg: dict[str, Any], launcher_rss_mb: flo
         "clients": args.clients,
         "warmup_steps": args.warmup,
         "timed_steps": args.steps,
+        "in_process": args.in_process,
         "launcher_peak_rss_mb": launcher_rss_mb,
         "train_config": {node: cfg[node] for node in ("model", "module")},
     }

@@ -3,9 +3,9 @@
 
 Every measurement trains the same network (client part + server part + projection head, built
 from one seed) on the same random images at the same server batch, each in a fresh process, one
-after the other (``_step_process.py``). The network, optimizers, queue, temperature, momentum
-decay, loss and Trainer are those of ``conf/train.yaml``, composed with this script's options
-(``_build.py``):
+after the other (``_step_process.py``; ``--in-process``: all in this one, for quick checks). The
+network, optimizers, queue, temperature, momentum decay, loss and Trainer are those of
+``conf/train.yaml``, composed with this script's options (``_build.py``):
 
 * ``centralized``: MoCo v2 on the unsplit network in a plain PyTorch loop
   (``_step_centralized.py``).
@@ -36,7 +36,7 @@ from mocosfl.sfl.engines import CLIENT_ENGINES
 from mocosfl.sfl.loss import LOSS_MODES
 
 from _build import compose_train, config_defaults, pool_size, server_batch, train_overrides
-from _step_process import Job, Result, peak_rss_mb, run_isolated
+from _step_process import Job, Result, peak_rss_mb, run_in_process, run_isolated
 from _step_report import describe, print_report, rows, write_json
 
 DEFAULT_JSON = Path(__file__).parent / "results" / "step_time.json"
@@ -109,11 +109,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--paper",
         action="store_true",
         help="the network and step that conf/train.yaml trains by default (the paper's, "
-        "docs/paper.md) instead of this script's smaller defaults",
+        "docs/paper.md) instead of this script's smaller defaults; --cut-layer may still be "
+        "given (the paper trains several cuts)",
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run every measurement in this process, one after the other, instead of a fresh "
+        "process each: one import instead of one per measurement (for quick checks); the peak "
+        "RSS is then this process's so far",
     )
     args = parser.parse_args(argv)
     if args.paper:
         for dest, value in config_defaults().items():
+            if dest == "cut_layer" and args.cut_layer != parser.get_default(dest):
+                continue  # the paper's network, cut elsewhere
             given = getattr(args, dest)
             if given not in (value, parser.get_default(dest)):
                 parser.error(f"--paper fixes --{dest.replace('_', '-')} to {value}, not {given}")
@@ -145,15 +155,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Time centralized MoCo, then every engine at every client count, each in its own process;
     print and save the table."""
     args = parse_args(argv)
+    run = run_in_process if args.in_process else run_isolated
     baseline = job(args, "centralized", None)
-    results: list[Result] = [run_isolated(baseline)]
+    results: list[Result] = [run(baseline)]
     print(f"centralized: {results[-1].median_ms:.1f} ms/step", file=sys.stderr)
     failures = []
     for clients in args.clients:
         for engine in args.engines:
             label = f"{engine} {clients} clients"
             try:
-                results.append(run_isolated(job(args, engine, clients)))
+                results.append(run(job(args, engine, clients)))
             except Exception as exc:  # a failing engine is a finding: report it, time the rest
                 trace = "".join(traceback.format_exception(exc))
                 print(f"{label}: FAILED\n{trace}", file=sys.stderr)

@@ -64,3 +64,6 @@ def test_paper_takes_the_configs_defaults(monkeypatch, tmp_path):
     assert args.server_batch == conf.sfl.clients_per_step * conf.sfl.client_batch_size
     with pytest.raises(SystemExit):
         parse_args(["--paper", "--width", "8"])
+    # The paper's network, cut after a block (gpu_check.sh times both cuts).
+    cut2 = parse_args(["--paper", "--cut-layer", "2"])
+    assert (cut2.cut_layer, cut2.width, cut2.server_batch) == (2, args.width, args.server_batch)

@@ -103,8 +103,8 @@ def user_errors() -> Iterator[None]:
     """The frame of every entry point's job.
 
     A ConfigError anywhere in the chain becomes one line on stderr and exit code 2; any other
-    error propagates. The W&B run is always closed, marked failed when the job failed, so that a
-    sweep agent records the failure and goes on to its next run.
+    error propagates. A W&B run (if the job started one) is always closed, marked failed when the
+    job failed, so that a sweep agent records the failure and goes on to its next run.
     """
     quiet_known_noise()
     failed = True
@@ -119,9 +119,11 @@ def user_errors() -> Iterator[None]:
         remove_if_empty_run_dir()
         sys.exit(2)
     finally:
-        import wandb
-
-        wandb.finish(exit_code=1 if failed else 0)
+        # Only a job that imported W&B (for its logger) has a run to close: the others run
+        # without wandb installed (as on an offline GPU machine's image).
+        wandb = sys.modules.get("wandb")
+        if wandb is not None:
+            wandb.finish(exit_code=1 if failed else 0)
 
 
 Job = TypeVar("Job", bound=Callable[..., Any])
