@@ -22,11 +22,13 @@ TINY_BENCH = [
 ]
 
 
-@pytest.mark.slow  # fresh Python processes: the launcher and one per measurement
+@pytest.mark.slow  # a fresh Python process
 def test_smallest_run_prints_its_ratios(tmp_path):
+    """In one process (``--in-process``); the README test runs ``make bench``, a process a
+    measurement."""
     out = tmp_path / "step_time.json"
     done = subprocess.run(
-        [sys.executable, "benchmarks/step_time.py", *TINY_BENCH, f"--json={out}"],
+        [sys.executable, "benchmarks/step_time.py", *TINY_BENCH, "--in-process", f"--json={out}"],
         cwd=ROOT,
         capture_output=True,
         text=True,

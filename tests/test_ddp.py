@@ -45,18 +45,20 @@ def final_client(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["client"]
 
 
-def train_both(tmp_path: Path, *overrides: str) -> tuple[Path, Path]:
-    """The same run in one process and in two (trainer=ddp); returns both run directories."""
-    runs = {"one": [], "two": ["trainer=ddp", "trainer.devices=2"]}
-    for name, extra in runs.items():
-        done = run_cli(*SMALL, *overrides, *extra, f"hydra.run.dir={tmp_path / name}")
-        assert done.returncode == 0, done.stderr[-3000:]
-    return tmp_path / "one", tmp_path / "two"
+def train_both(train_cli, tmp_path: Path, *overrides: str) -> tuple[Path, Path]:
+    """The same run on one process (the console entry in this one) and on two (trainer=ddp,
+    launched by a fresh entry point); returns both run directories."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    code, stderr = train_cli(*SMALL, *overrides, f"hydra.run.dir={one}")
+    assert code == 0, stderr[-3000:]
+    done = run_cli(*SMALL, *overrides, "trainer=ddp", "trainer.devices=2", f"hydra.run.dir={two}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return one, two
 
 
 @pytest.mark.slow  # fresh Python processes
-def test_two_processes_give_the_losses_of_one(tmp_path):
-    one, two = train_both(tmp_path)
+def test_two_processes_give_the_losses_of_one(tmp_path, train_cli):
+    one, two = train_both(train_cli, tmp_path)
     want, got = step_losses(one), step_losses(two)
     assert sorted(want) == sorted(got) == list(range(8))
     # float32: two processes round differently and 8 steps amplify it (1.5e-4 measured at step 7
@@ -67,9 +69,11 @@ def test_two_processes_give_the_losses_of_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_with_the_vmap_engine_match_one_in_float64(tmp_path):
+def test_two_processes_with_the_vmap_engine_match_one_in_float64(tmp_path, train_cli):
     """Every weight, momentum copy and queue entry, after FedAvg and the exchanges."""
-    one, two = train_both(tmp_path, "trainer.precision=64-true", "sfl.client_engine=vmap")
+    one, two = train_both(
+        train_cli, tmp_path, "trainer.precision=64-true", "sfl.client_engine=vmap"
+    )
     want, got = final_state(one), final_state(two)
     assert want.keys() == got.keys()
     for name in want:
@@ -94,11 +98,11 @@ def test_a_pool_that_does_not_split_evenly_is_refused_before_training(tmp_path):
         ("fedema", {"model/bank.global_model.encoder.client.0.0.weight", "model/bank.scaler"}),
     ],
 )
-def test_an_flssl_method_on_two_processes_is_one_process(tmp_path, method, own_state):
+def test_an_flssl_method_on_two_processes_is_one_process(tmp_path, train_cli, method, own_state):
     """Every client's weights, momentum copy, SGD buffers and step count, and the method's own
     state, at the last step (two FedAvgs in, mid-round), the final FedAvg model, and the pool's
     mean loss."""
-    one, two = train_both(tmp_path, f"module={method}")
+    one, two = train_both(train_cli, tmp_path, f"module={method}")
     want, got = step_losses(one), step_losses(two)
     assert sorted(want) == sorted(got) == list(range(8))
     for step in want:  # a mean of the processes' means: float rounding only (2.4e-7 measured)
