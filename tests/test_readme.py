@@ -50,6 +50,7 @@ TINY: list[tuple[str, list[str]]] = [
     ("make train", _TRAIN),
     ("make sweep-local", _TRAIN),
     ("make demo", _TRAIN),
+    ("experiment=taressfl_stage1", ["module.simulator_width=8", "module.simulator_blocks=1"]),
     ("callbacks=attack", ["callbacks.attack.decoder.epochs=1", "callbacks.attack.num_targets=8"]),
     ("hparams_search=knn_optuna", ["hydra.sweeper.n_trials=2"]),
     ("mocosfl.eval", ["eval.probe.epochs=2"]),
