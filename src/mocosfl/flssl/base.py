@@ -17,7 +17,7 @@ from mocosfl.costs import CostModels
 from mocosfl.errors import ConfigError
 from mocosfl.sfl.clients import ClientBank
 from mocosfl.sfl.ddp import keep_out_of_ddp
-from mocosfl.sfl.method import load_run_state, save_run_state
+from mocosfl.sfl.method import ClientRunState
 from mocosfl.sfl.schedules import LRSchedule
 
 # The client schedules that need nothing but the step: the legacy one reads a period that only
@@ -63,7 +63,7 @@ class StepClock(torch.optim.Optimizer):
         return closure() if closure is not None else None
 
 
-class FLSSLMethod(L.LightningModule):
+class FLSSLMethod(ClientRunState, L.LightningModule):
     """The Lightning plumbing of an FL-SSL method around its client bank ``self.bank``.
 
     A subclass builds ``self.bank`` (whose client model is the whole network) and
@@ -85,7 +85,6 @@ class FLSSLMethod(L.LightningModule):
         # As MocoSFL's: the resolved run config and its linked source, set by the entry point.
         self.run_config: dict[str, Any] | None = None
         self.run_source: dict[str, Any] | None = None
-        self._pending_client_optimizers: list[dict] | None = None
         self._code_epoch_steps: int | None = None  # the data module's, set in setup()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -98,18 +97,6 @@ class FLSSLMethod(L.LightningModule):
         keep_out_of_ddp(self, self.method)
         plan = getattr(self.trainer.datamodule, "plan", None)
         self._code_epoch_steps = None if plan is None else plan.code_epoch_steps
-
-    def on_train_start(self) -> None:
-        # After the strategy moved the module, so restored SGD buffers land by their parameters.
-        if self._pending_client_optimizers is not None:
-            self.bank.load_optimizer_state(self._pending_client_optimizers)
-            self._pending_client_optimizers = None
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        save_run_state(self, checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._pending_client_optimizers = load_run_state(checkpoint)
 
     def client_lr(self, step: int) -> float:
         """Every client's learning rate at step ``step`` (the schedule is the same for all)."""

@@ -64,3 +64,24 @@ def load_run_state(checkpoint: dict[str, Any]) -> list[dict] | None:
         np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
         random.setstate(rng["python"])
     return checkpoint.get("client_optimizers")
+
+
+class ClientRunState:
+    """The checkpoint hooks of a LightningModule whose clients live in ``self.bank`` (MocoSFL and
+    the FL-SSL methods): every checkpoint carries :func:`save_run_state`'s run state, and a
+    resume restores the random streams at once and the client optimizers at the start of
+    training, after the strategy moved the module, so that their buffers land by their
+    parameters. Put it before ``L.LightningModule`` among the bases."""
+
+    _pending_client_optimizers: list[dict] | None = None
+
+    def on_train_start(self) -> None:
+        if self._pending_client_optimizers is not None:
+            self.bank.load_optimizer_state(self._pending_client_optimizers)
+            self._pending_client_optimizers = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        save_run_state(self, checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._pending_client_optimizers = load_run_state(checkpoint)

@@ -20,7 +20,7 @@ from mocosfl.models import ProjectionHead, SplitModel
 from mocosfl.sfl.ddp import gather_pool, share_pool
 from mocosfl.sfl.engines import make_client_bank
 from mocosfl.sfl.loss import contrastive_accuracy, info_nce, loss_mode
-from mocosfl.sfl.method import fedavg_weights_of, load_run_state, moco_checks, save_run_state
+from mocosfl.sfl.method import ClientRunState, fedavg_weights_of, moco_checks
 from mocosfl.sfl.momentum import momentum_copy, update_momentum
 from mocosfl.sfl.queue import NegativeQueue
 from mocosfl.sfl.schedules import LRSchedule, legacy_client_period
@@ -33,7 +33,7 @@ COLLAPSE_VARIANCE = 1e-5
 COLLAPSE_CHECK_EVERY = 50  # steps between two collapse checks (after the first epoch)
 
 
-class MocoSFL(L.LightningModule):
+class MocoSFL(ClientRunState, L.LightningModule):
     """Split-federated MoCo v2 (Li et al., ICLR 2023).
 
     The server holds the rest of the backbone, the projection head, their momentum copies and
@@ -122,7 +122,6 @@ class MocoSFL(L.LightningModule):
             for name, _ in [*self.named_parameters(), *self.named_buffers()]
             if name.split(".")[0] in ("bank", "queue", "server_momentum", "head_momentum")
         ]
-        self._pending_client_optimizers: list[dict] | None = None
         self._collapse_warned = False
         self._code_epoch_steps: int | None = None  # the data module's, set in setup()
 
@@ -130,19 +129,6 @@ class MocoSFL(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = list(self.server.parameters()) + list(self.head.parameters())
         return self.server_optimizer_factory(params=params)
-
-    def on_train_start(self) -> None:
-        # Applied here, after the strategy moved the module to its device, so the restored
-        # momentum buffers land next to their parameters.
-        if self._pending_client_optimizers is not None:
-            self.bank.load_optimizer_state(self._pending_client_optimizers)
-            self._pending_client_optimizers = None
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        save_run_state(self, checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._pending_client_optimizers = load_run_state(checkpoint)
 
     @property
     def total_steps(self) -> int:
