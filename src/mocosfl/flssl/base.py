@@ -6,6 +6,7 @@ baselines"): a step is one local optimizer step of every client of the step's po
 ``sfl.sync_every`` steps ended by the FedAvg callback, which averages ``bank``.
 """
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -14,9 +15,11 @@ import torch
 from torch import nn
 
 from mocosfl.costs import CostModels
-from mocosfl.errors import ConfigError
+from mocosfl.errors import ConfigError, check_all
+from mocosfl.models import SplitModel
 from mocosfl.sfl.clients import ClientBank
 from mocosfl.sfl.ddp import keep_out_of_ddp
+from mocosfl.sfl.loss import loss_mode
 from mocosfl.sfl.method import ClientRunState
 from mocosfl.sfl.schedules import LRSchedule
 
@@ -48,6 +51,13 @@ def flssl_checks(
     ]
 
 
+def whole_network(split_model: SplitModel, head: nn.Module) -> nn.Sequential:
+    """An FL-SSL client's encoder: ``client -> server -> head`` (named so), the whole network
+    that MocoSFL splits. images [B, C, H, W] -> [B, head's out_dim]."""
+    parts = OrderedDict(client=split_model.client, server=split_model.server, head=head)
+    return nn.Sequential(parts)
+
+
 class StepClock(torch.optim.Optimizer):
     """The optimizer Lightning holds for an FL-SSL method; its step changes nothing.
 
@@ -66,9 +76,10 @@ class StepClock(torch.optim.Optimizer):
 class FLSSLMethod(ClientRunState, L.LightningModule):
     """The Lightning plumbing of an FL-SSL method around its client bank ``self.bank``.
 
-    A subclass builds ``self.bank`` (whose client model is the whole network) and
-    ``self.client_schedule``, and writes ``training_step``; :meth:`online_encoder` says where
-    the backbone and the projection head are in the bank's client model.
+    A subclass passes its own checks to ``__init__``, builds ``self.bank`` (whose client model
+    is the whole network, :func:`whole_network`) and writes ``training_step``;
+    :meth:`online_encoder` says where the backbone and the projection head are in the bank's
+    client model.
     """
 
     bank: ClientBank
@@ -79,8 +90,19 @@ class FLSSLMethod(ClientRunState, L.LightningModule):
     # BYOL's targets stay every client's own.
     syncs_momentum = True
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        checks: Iterable[tuple[bool, str]],
+        loss: str,
+        client_schedule: str,
+        client_engine: str,
+    ) -> None:
+        """Refuse bad settings in one line before anything is built: the method's ``checks``,
+        then the ``sfl`` values an FL-SSL method does not take (:func:`flssl_checks`)."""
+        check_all([*checks, *flssl_checks(self.method, loss, client_schedule, client_engine)])
         super().__init__()
+        self.loss_mode = loss_mode(loss)
+        self.client_schedule = LRSchedule(client_schedule)
         self.automatic_optimization = False
         # As MocoSFL's: the resolved run config and its linked source, set by the entry point.
         self.run_config: dict[str, Any] | None = None

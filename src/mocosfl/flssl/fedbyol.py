@@ -8,7 +8,6 @@ networks and every client takes the average, while each target stays its client'
 (docs/design.md, "FL-SSL baselines").
 """
 
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,14 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mocosfl.errors import check_all
-from mocosfl.flssl.base import FLSSLMethod, flssl_checks
+from mocosfl.flssl.base import FLSSLMethod, whole_network
 from mocosfl.models import BYOLHead, SplitModel
 from mocosfl.sfl.ddp import share_pool, whole_pool
 from mocosfl.sfl.loop_clients import LoopClientBank
-from mocosfl.sfl.loss import loss_mode
 from mocosfl.sfl.method import fedavg_weights_of
-from mocosfl.sfl.schedules import LRSchedule
 
 
 class BYOLNet(nn.Module):
@@ -115,8 +111,6 @@ class FedBYOL(FLSSLMethod):
         client_engine: str = "loop",
         bank_factory: Callable[..., TargetClientBank] = TargetClientBank,
     ) -> None:
-        super().__init__()
-        weights = fedavg_weights_of(fedavg_weights, client_sizes)
         checks = [
             (num_clients >= 1, f"sfl.num_clients={num_clients}; use at least 1"),
             (0 <= ema_decay < 1, f"sfl.ema_decay={ema_decay}; use a value in [0, 1)"),
@@ -125,19 +119,16 @@ class FedBYOL(FLSSLMethod):
                 f"sfl.client_batch_size={client_batch_size}; module={self.method} needs at least "
                 "2 images a client step (BYOL's heads use BatchNorm)",
             ),
-            *flssl_checks(self.method, loss, client_schedule, client_engine),
         ]
-        check_all(checks)
-        self.loss_mode = loss_mode(loss)
-        projector = BYOLHead(split_model.feature_dim, head_hidden_dim, head_out_dim)
-        encoder = nn.Sequential(
-            OrderedDict(client=split_model.client, server=split_model.server, head=projector)
+        super().__init__(checks, loss, client_schedule, client_engine)
+        weights = fedavg_weights_of(fedavg_weights, client_sizes)
+        encoder = whole_network(
+            split_model, BYOLHead(split_model.feature_dim, head_hidden_dim, head_out_dim)
         )
         predictor = BYOLHead(head_out_dim, predictor_hidden_dim, head_out_dim)
         self.bank = bank_factory(
             BYOLNet(encoder, predictor), num_clients, client_optimizer, ema_decay, weights
         )
-        self.client_schedule = LRSchedule(client_schedule)
 
     def online_encoder(self, model: nn.Module) -> nn.Sequential:
         return model.encoder

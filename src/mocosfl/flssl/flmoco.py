@@ -5,23 +5,19 @@ own negative queue on its own images; FedAvg averages the round's clients, on Mo
 and data (:mod:`mocosfl.flssl.base`; docs/design.md, "FL-MoCo").
 """
 
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from mocosfl.errors import check_all
-from mocosfl.flssl.base import FLSSLMethod, flssl_checks
+from mocosfl.flssl.base import FLSSLMethod, whole_network
 from mocosfl.models import ProjectionHead, SplitModel
 from mocosfl.sfl.ddp import gather_pool, share_pool
 from mocosfl.sfl.engines import make_client_bank
-from mocosfl.sfl.loss import contrastive_accuracy, info_nce, loss_mode
+from mocosfl.sfl.loss import contrastive_accuracy, info_nce
 from mocosfl.sfl.method import fedavg_weights_of, moco_checks
 from mocosfl.sfl.queue import ClientQueues
-from mocosfl.sfl.schedules import LRSchedule
 
 
 class FLMoCo(FLSSLMethod):
@@ -56,24 +52,16 @@ class FLMoCo(FLSSLMethod):
         client_schedule: str = "cosine_step",
         client_engine: str = "loop",
     ) -> None:
-        super().__init__()
+        checks = moco_checks(num_clients, queue_size, temperature, ema_decay)
+        super().__init__(checks, loss, client_schedule, client_engine)
         weights = fedavg_weights_of(fedavg_weights, client_sizes)
-        checks = [
-            *moco_checks(num_clients, queue_size, temperature, ema_decay),
-            *flssl_checks(self.method, loss, client_schedule, client_engine),
-        ]
-        check_all(checks)
-        self.loss_mode = loss_mode(loss)
         self.temperature = temperature
         head = ProjectionHead(split_model.feature_dim, head_hidden_dim, head_out_dim)
-        model = nn.Sequential(
-            OrderedDict(client=split_model.client, server=split_model.server, head=head)
-        )
+        model = whole_network(split_model, head)
         self.bank = make_client_bank(
             client_engine, model, num_clients, client_optimizer, ema_decay, weights=weights
         )
         self.queues = ClientQueues(num_clients, queue_size, head_out_dim)
-        self.client_schedule = LRSchedule(client_schedule)
 
     # -- the algorithm ----------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
