@@ -7,6 +7,7 @@ from functools import partial
 
 import pytest
 import torch
+from fedavg_helpers import assert_only_they_moved, assert_weighted_mean, step_some_clients
 from torch import nn
 
 from mocosfl.errors import ConfigError
@@ -91,27 +92,13 @@ def test_byol_loss_is_two_minus_twice_the_cosine():
 def test_fedavg_averages_online_networks_and_leaves_targets_and_idle_clients():
     sizes = [1.0, 2.0, 3.0, 4.0]
     module = make_module(num_clients=4, fedavg_weights="data", client_sizes=sizes)
-    start = copy.deepcopy(module.state_dict())
-    torch.manual_seed(2)
-    x1, x2 = (torch.randn(2, 4, 3, 16, 16, dtype=torch.float64) for _ in range(2))
-    fit_one_step(module, {"query": x1, "key": x2, "client_ids": torch.tensor([0, 2]), "step": 0})
+    start, trained = step_some_clients(module, fit_one_step, [0, 2])
+    assert_only_they_moved(start, trained, 4, [0, 2])
 
     bank = module.bank
-    trained = {k: v.clone() for k, v in module.state_dict().items()}
-    for c in range(4):
-        mine = [k for k in trained if k.startswith((f"bank.online.{c}.", f"bank.momentum.{c}."))]
-        assert any(not torch.equal(trained[k], start[k]) for k in mine) == (c in (0, 2)), c
-
     stats = bank.fedavg(sync_momentum=True)  # BYOL's targets stay local whatever it says
     assert stats["pool_size"] == 2
-    for name, value in bank.online[0].state_dict().items():
-        rows = [trained[f"bank.online.{c}.{name}"] for c in (0, 2)]
-        if not value.is_floating_point():
-            continue
-        want = (sizes[0] * rows[0] + sizes[2] * rows[1]) / (sizes[0] + sizes[2])
-        for c in range(4):
-            got = bank.online[c].state_dict()[name]
-            torch.testing.assert_close(got, want, rtol=0, atol=1e-12, msg=f"online {c} {name}")
+    assert_weighted_mean(bank, "online", trained, sizes, [0, 2])
     for name in bank.momentum[0].state_dict():
         for c in range(4):
             key = f"bank.momentum.{c}.{name}"

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from fedavg_helpers import assert_only_they_moved, assert_weighted_mean, step_some_clients
 from lightning.pytorch.strategies import DDPStrategy
 
 from mocosfl.errors import ConfigError
@@ -92,18 +93,10 @@ def test_one_client_one_step_equals_centralized_moco(loss):
 def test_fedavg_is_the_data_weighted_mean_and_idle_clients_do_not_train():
     sizes = [1.0, 2.0, 3.0, 4.0]
     module = make_module(num_clients=4, fedavg_weights="data", client_sizes=sizes)
-    start = copy.deepcopy(module.state_dict())
-    torch.manual_seed(2)
-    xq, xk = (torch.randn(2, 4, 3, 16, 16, dtype=torch.float64) for _ in range(2))
-    fit_one_step(module, {"query": xq, "key": xk, "client_ids": torch.tensor([0, 2]), "step": 0})
-
-    bank = module.bank
-    trained = {k: v.clone() for k, v in module.state_dict().items()}
     # The momentum copies move only from the second step on (online == momentum at the first).
-    for c in range(4):
-        mine = [k for k in trained if k.startswith((f"bank.online.{c}.", f"bank.momentum.{c}."))]
-        moved = [not torch.equal(trained[k], start[k]) for k in mine]
-        assert any(moved) == (c in (0, 2)), c
+    start, trained = step_some_clients(module, fit_one_step, [0, 2])
+    assert_only_they_moved(start, trained, 4, [0, 2])
+    bank = module.bank
     assert module.queues.ptr.tolist() == [8, 0, 8, 0]  # two views of 4 images, own queue only
     assert torch.equal(module.queues.keys[[1, 3]], start["queues.keys"][[1, 3]])
     assert [bool(bank.optimizers[c].state) for c in range(4)] == [True, False, True, False]
@@ -111,14 +104,7 @@ def test_fedavg_is_the_data_weighted_mean_and_idle_clients_do_not_train():
     stats = bank.fedavg(sync_momentum=True)
     assert stats["pool_size"] == 2
     for kind in ("online", "momentum"):
-        for name in bank.online[0].state_dict():
-            rows = [trained[f"bank.{kind}.{c}.{name}"] for c in (0, 2)]
-            if not rows[0].is_floating_point():
-                continue
-            want = (sizes[0] * rows[0] + sizes[2] * rows[1]) / (sizes[0] + sizes[2])
-            for c in range(4):
-                got = getattr(bank, kind)[c].state_dict()[name]
-                torch.testing.assert_close(got, want, rtol=0, atol=1e-12, msg=f"{kind} {c} {name}")
+        assert_weighted_mean(bank, kind, trained, sizes, [0, 2])
     assert not bank.participated.any()
     # Queues are each client's own: FedAvg leaves them alone.
     assert torch.equal(module.queues.keys, trained["queues.keys"])
