@@ -68,6 +68,8 @@ TINY: list[tuple[str, list[str]]] = [
     ),
 ]
 NOT_RUN = {
+    "bash benchmarks/gpu_check.sh --tiny": "tests/test_gpu_check.py runs it",
+    "bash benchmarks/gpu_check.sh": "needs a GPU",
     "make test": "the suite itself",
     "make test-fast": "the suite itself",
 }
