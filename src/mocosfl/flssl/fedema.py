@@ -69,7 +69,8 @@ class FedEMAClientBank(TargetClientBank):
         super().__init__(client, num_clients, optimizer, ema_decay, weights)
         self.scaler_target = scaler_target
         self.global_model = copy.deepcopy(client).requires_grad_(False)
-        size = sum(w.numel() for w in conv_weights(client))
+        self.conv_sizes = [w.numel() for w in conv_weights(client)]  # the split of round_start
+        size = sum(self.conv_sizes)
         if size == 0:
             raise ConfigError(
                 "module=fedema measures divergence on conv layers; the model has none"
@@ -112,9 +113,8 @@ class FedEMAClientBank(TargetClientBank):
             return None
         average = self.average("online", ids)
         stats = {"divergence": self.divergence(ids, average), "pool_size": float(len(ids))}
-        sizes = [w.numel() for w in conv_weights(self.template())]
         for c in ids:
-            start = self.round_start[c].split(sizes)
+            start = self.round_start[c].split(self.conv_sizes)
             self.local_divergence[c] = layer_divergence(start, conv_weights(self.online[c]))
         self.global_model.load_state_dict(average)
         self.participated.zero_()
