@@ -102,6 +102,23 @@ def test_eval_dataloader_fixed_order_and_normalised():
     assert torch.equal(first, next(iter(dm.eval_dataloader("val")))[0])
 
 
+def test_eval_train_images_is_a_fixed_subset_of_the_training_split():
+    dm = _dm(eval_train_images=50)
+    loader = dm.eval_dataloader("train")
+    subset = loader.dataset.indices
+    assert len(loader.dataset) == 50 and np.all(np.diff(subset) > 0)
+    assert np.isin(subset, dm.split_indices("train")).all()
+    assert dm.num_train_images == 300 and dm.client_sizes.sum() == 300  # the clients keep all
+    again = _dm(eval_train_images=50).eval_dataloader("train").dataset.indices
+    assert np.array_equal(again, subset)
+    assert len(dm.eval_dataloader("val").dataset) == 100  # val and test are never cut
+    assert len(dm.eval_dataloader("test").dataset) == 50
+    for every in (None, 300, 1000):
+        assert len(_dm(eval_train_images=every).eval_dataloader("train").dataset) == 300
+    with pytest.raises(ConfigError, match=r"data\.eval_train_images=0"):
+        _dm(eval_train_images=0)
+
+
 def test_batch_structure_and_client_partitions():
     dm = _dm()
     ds = dm.step_dataset()

@@ -23,8 +23,9 @@ SYMMETRIC_OF_LOSS = {"two_way": "true", "one_way": "off", "legacy_sum": "legacy"
 
 def old_layout(config: dict, resolved: bool) -> dict:
     """``config`` as checkpoints stored it before the federated plan: the sfl settings mirrored
-    under data, the code epoch a data setting, FedAvg's interval its own, no data.blur, the
-    loss mode as sfl.symmetric and the kNN feature as sfl.eval_feature."""
+    under data, the code epoch a data setting, FedAvg's interval its own, no data.blur and no
+    data.eval_train_images, the loss mode as sfl.symmetric and the kNN feature as
+    sfl.eval_feature."""
     old = copy.deepcopy(config)
     sfl = old["sfl"]
     old["data"].update(
@@ -32,6 +33,7 @@ def old_layout(config: dict, resolved: bool) -> dict:
         code_epoch_steps=sfl.pop("code_epoch_steps"),
     )
     del old["data"]["blur"]
+    old["data"].pop("eval_train_images", None)
     old["callbacks"]["fedavg"]["every"] = sfl["sync_every"] if resolved else "${sfl.sync_every}"
     sfl["symmetric"] = SYMMETRIC_OF_LOSS[sfl.pop("loss")]
     if "module" in old:
@@ -48,7 +50,7 @@ def old_layout(config: dict, resolved: bool) -> dict:
 
 def test_upgrade_moves_every_old_key_and_leaves_its_input_alone():
     new = {
-        "data": {"name": "synthetic", "blur": "pil"},
+        "data": {"name": "synthetic", "blur": "pil", "eval_train_images": None},
         "sfl": {"num_clients": 4, "sync_every": 3, "code_epoch_steps": 7, "loss": "legacy_sum"},
         "module": {"loss": "legacy_sum"},
         "callbacks": {"fedavg": {"sync_momentum": True}, "knn": {"feature": "head"}},
@@ -56,7 +58,8 @@ def test_upgrade_moves_every_old_key_and_leaves_its_input_alone():
     new["sfl"].update(clients_per_step=2, client_batch_size=4, pool="epoch")
     old = old_layout(new, resolved=True)
     before = copy.deepcopy(old)
-    assert upgrade_run_config(old) == {**new, "data": {"name": "synthetic", "blur": "kernel10"}}
+    upgraded = {"name": "synthetic", "blur": "kernel10", "eval_train_images": None}
+    assert upgrade_run_config(old) == {**new, "data": upgraded}
     assert old == before
     assert upgrade_run_config(new) == new  # today's layout stays as it is
 

@@ -153,6 +153,7 @@ RULES: list[tuple[str, Kind, Bound, str]] = [
     ("data.blur", STR, one_of(*BLUR_KINDS), "blur strength (pil: the original's)"),
     ("data.stats", STR, one_of(*STATS_CHOICES), "normalisation statistics"),
     ("data.eval_batch_size", INT, ge(1), "evaluation batch"),
+    ("data.eval_train_images", INT.or_null(), ge(1), "training images evaluation reads"),
     ("data.synthetic.num_classes", INT, ge(2), "synthetic classes"),
     ("data.synthetic.train_size", INT, ge(1), "synthetic training images"),
     ("data.synthetic.test_size", INT, ge(1), "synthetic test images"),

@@ -295,8 +295,11 @@ class FederatedDataModule(L.LightningDataModule):
 
     def eval_dataloader(self, split: str) -> DataLoader:
         """Normalised, unaugmented ``(images, labels)`` batches of a split, in a fixed order
-        (``eval_batch_size`` per batch; ``len(loader.dataset)`` is the number of images)."""
+        (``eval_batch_size`` per batch; ``len(loader.dataset)`` is the number of images). Of
+        ``train``: its ``data.eval_train_images`` subset when set (``DataSettings.eval_subset``)."""
         idx = self.split_indices(split)
+        if split == "train":
+            idx = self.settings.eval_subset(idx)
         if idx.shape[0] == 0:
             raise ConfigError(
                 f"the {split} split is empty (data.val_images=0?); set data.val_images > 0"

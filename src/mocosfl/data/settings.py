@@ -34,6 +34,9 @@ class DataSettings:
     clients as ``partition`` says (``classes_per_client`` for shards, ``dirichlet_alpha`` for
     dirichlet); ``seed`` draws all of it. ``blur`` and ``stats`` choose the augmentation's blur
     and the normalisation statistics; ``synthetic`` holds the options of the synthetic data set.
+    ``eval_train_images`` (None: all) caps the training images that evaluation reads, the kNN
+    bank and the linear probe's training set (:meth:`eval_subset`), not those the clients train
+    on.
     """
 
     name: str
@@ -48,6 +51,7 @@ class DataSettings:
     seed: int = 1234
     num_workers: int = 2
     eval_batch_size: int = 256
+    eval_train_images: int | None = None
     synthetic: Mapping[str, Any] | None = None
     blur: str = "pil"
     stats: str | None = None
@@ -55,7 +59,7 @@ class DataSettings:
     def __post_init__(self) -> None:
         name = str(self.name).lower()
         stats = DEFAULT_STATS.get(name, "computed") if self.stats is None else self.stats
-        max_train = self.max_train_images
+        max_train, eval_train = self.max_train_images, self.eval_train_images
         values = {
             "name": name,
             "root": str(self.root),
@@ -69,6 +73,7 @@ class DataSettings:
             "seed": int(self.seed),
             "num_workers": int(self.num_workers),
             "eval_batch_size": int(self.eval_batch_size),
+            "eval_train_images": None if eval_train is None else int(eval_train),
             "synthetic": dict(self.synthetic) if self.synthetic else None,
             "blur": str(self.blur).lower(),
             "stats": str(stats).lower(),
@@ -118,6 +123,10 @@ class DataSettings:
                 f"data.eval_batch_size={self.eval_batch_size}; use at least 1",
             ),
             (self.image_size >= 8, f"data.image_size={self.image_size}; use at least 8"),
+            (
+                self.eval_train_images is None or self.eval_train_images >= 1,
+                f"data.eval_train_images={self.eval_train_images}; use a positive number or null",
+            ),
         ]
         check_all(checks)
 
@@ -159,3 +168,13 @@ class DataSettings:
                 "lower sfl.num_clients"
             )
         return val, np.sort(rest)
+
+    def eval_subset(self, train_indices: np.ndarray) -> np.ndarray:
+        """The training images evaluation reads: ``eval_train_images`` of ``train_indices``
+        (sorted), drawn with ``seed``, or all of them when it is None or not smaller. A fixed
+        subset, so that every evaluation of a run (online and from its checkpoint) uses the
+        same bank."""
+        n = self.eval_train_images
+        if n is None or n >= train_indices.shape[0]:
+            return train_indices
+        return np.sort(np.random.default_rng([self.seed, 103]).choice(train_indices, n, False))

@@ -29,6 +29,7 @@ def upgrade_run_config(config: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``config`` (a run config, resolved or not) in today's layout:
 
     * no ``data.blur``: the blur runs had before the setting existed (``kernel10``);
+    * no ``data.eval_train_images``: null (evaluation read every training image);
     * ``data.num_clients`` and the other mirrors of ``sfl.*``: dropped;
     * ``data.code_epoch_steps``: moved to ``sfl.code_epoch_steps`` (null when it had none);
     * ``callbacks.fedavg.every``: dropped (FedAvg follows the plan's rounds);
@@ -39,6 +40,7 @@ def upgrade_run_config(config: dict[str, Any]) -> dict[str, Any]:
     config = copy.deepcopy(config)
     data, sfl = config.setdefault("data", {}), config.setdefault("sfl", {})
     data.setdefault("blur", BLUR_BEFORE_CHOICE)
+    data.setdefault("eval_train_images", None)
     for key in _DATA_MIRRORS:
         data.pop(key, None)
     sfl.setdefault("code_epoch_steps", data.pop("code_epoch_steps", None))
