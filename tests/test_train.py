@@ -13,6 +13,7 @@ import torch
 from omegaconf import open_dict
 
 from mocosfl.train import train
+from mocosfl.utils.history import read_history
 
 from helpers import TINY, flat_state, run_cli
 
@@ -141,6 +142,19 @@ def test_without_a_validation_split_the_test_kNN_is_still_measured(compose_train
     )
     metrics = train(cfg)
     assert "test/knn_top1" in metrics and "val/knn_top1" not in metrics
+
+
+def test_the_kNN_monitor_every_n_steps_makes_a_curve_within_an_epoch(compose_train):
+    """callbacks.knn.every_n_steps=2 over 5 steps of a 6-step epoch: val kNN at steps 2 and 4,
+    none at the epoch's end (not reached); data.eval_train_images caps the bank."""
+    cfg = compose_train(
+        [*TINY, "callbacks.knn.every_n_epochs=0", "callbacks.knn.every_n_steps=2"]
+        + ["~callbacks.linear_probe", "data.eval_train_images=20", "trainer.max_steps=5"]
+    )
+    metrics = train(cfg)
+    rows = read_history(Path(cfg.paths.output_dir) / "history.csv")
+    assert [int(r["step"]) for r in rows if "val/knn_top1" in r] == [2, 4]
+    assert "test/knn_top1" in metrics
 
 
 @pytest.mark.parametrize("group, value", [("data", "mnist"), ("model", "resnet9")])

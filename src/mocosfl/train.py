@@ -45,10 +45,11 @@ def check_config(cfg: DictConfig) -> None:
             )
         )
     callbacks = cfg.get("callbacks") or {}
+    knn = callbacks.get("knn") or {}
     needs_val = [
         name
         for name, on in (
-            ("callbacks.knn", (callbacks.get("knn") or {}).get("every_n_epochs")),
+            ("callbacks.knn", knn.get("every_n_epochs") or knn.get("every_n_steps")),
             ("callbacks.linear_probe", callbacks.get("linear_probe")),
         )
         if on
@@ -56,8 +57,8 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.data.get("val_images") == 0 and needs_val:
         raise ConfigError(
             f"data.val_images=0 leaves no validation split for {' and '.join(needs_val)}; "
-            "add callbacks.knn.every_n_epochs=0 and ~callbacks.linear_probe (test/knn_top1 "
-            "is still measured at the end)"
+            "add callbacks.knn.every_n_epochs=0 (and every_n_steps=0) and "
+            "~callbacks.linear_probe (test/knn_top1 is still measured at the end)"
         )
     if cfg.model.norm == "bn" and cfg.sfl.client_batch_size < 8:
         raise ConfigError(

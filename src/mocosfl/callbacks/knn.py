@@ -1,4 +1,4 @@
-"""Online kNN monitor: validation every few epochs, test once at the end."""
+"""Online kNN monitor: validation every few epochs or steps, test once at the end."""
 
 import lightning as L
 
@@ -10,9 +10,11 @@ from mocosfl.utils.logging import log_now
 class KNNMonitor(L.Callback):
     """Weighted kNN top-1 (k=200, T=0.1) of the current FedAvg model.
 
-    The bank is the training images without augmentation; queries are the validation split
-    every ``every_n_epochs`` epochs (``val/knn_top1``) and the test split at the end of training
-    (``test/knn_top1``), so the test split never selects anything.
+    The bank is the training images without augmentation (``data.eval_train_images`` of them
+    when set); queries are the validation split every ``every_n_epochs`` epochs and every
+    ``every_n_steps`` training steps (``val/knn_top1``; 0 turns either off) and the test split
+    at the end of training (``test/knn_top1``), so the test split never selects anything. The
+    step interval is for budgets shorter than an epoch: a learning curve of a few points.
     """
 
     def __init__(
@@ -22,8 +24,10 @@ class KNNMonitor(L.Callback):
         temperature: float = 0.1,
         feature: str = "backbone",
         test_at_end: bool = True,
+        every_n_steps: int = 0,
     ) -> None:
         self.every_n_epochs = every_n_epochs
+        self.every_n_steps = every_n_steps
         self.k = k
         self.temperature = temperature
         self.feature = feature
@@ -39,6 +43,11 @@ class KNNMonitor(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            log_now(trainer, {"val/knn_top1": self.evaluate(trainer, pl_module, "val")})
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_) -> None:
+        # global_step counts optimizer steps, so a resumed run evaluates at the same steps.
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
             log_now(trainer, {"val/knn_top1": self.evaluate(trainer, pl_module, "val")})
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

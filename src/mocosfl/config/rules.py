@@ -185,6 +185,7 @@ RULES: list[tuple[str, Kind, Bound, str]] = [
     ("trainer.log_every_n_steps", INT, ge(1), "logging interval"),
     # callbacks
     ("callbacks.knn.every_n_epochs", INT, ge(0), "kNN interval, 0 = only at the end"),
+    ("callbacks.knn.every_n_steps", INT, ge(0), "kNN interval in steps, 0 = off"),
     ("callbacks.knn.k", INT, ge(1), "kNN neighbours"),
     ("callbacks.knn.temperature", NUMBER, gt(0), "kNN temperature"),
     ("callbacks.knn.test_at_end", BOOL, ANY, "kNN test at the end"),
