@@ -18,7 +18,7 @@ WANDB := $(VENV)/bin/wandb
 WANDB_LOGIN_CHECK = $(PY) -c "from mocosfl.utils.wandb_auth import wandb_api_key_configured as ok; raise SystemExit(not ok())" \
 	|| { echo "error: W&B sweeps need a W&B account: run $(WANDB) login (or set WANDB_API_KEY); without one, make sweep-local ARGS=\"key=a,b ...\" runs a grid as a Hydra multirun" >&2; exit 2; }
 
-.PHONY: help venv train eval attack overhead demo test test-fast lint bench table compare sweep agent sweep-local clean
+.PHONY: help venv train eval attack overhead demo test test-fast lint bench study table compare sweep agent sweep-local clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -59,6 +59,9 @@ lint: $(STAMP)  ## ruff: the lint rules of pyproject.toml and the format check (
 
 bench: $(STAMP)  ## step time and peak memory: loop and vmap client engines at 10, 100, 1000 clients against centralized MoCo
 	$(PY) benchmarks/step_time.py $(ARGS)
+
+study: $(STAMP)  ## the measured CPU study: every method x seeds on real CIFAR-10, JSON + PNG + table (~85 min on 2 cores; ARGS="--quick" for minutes)
+	$(PY) benchmarks/study.py $(ARGS)
 
 table: $(STAMP)  ## mean ± std over seeds 1234-1236 of the finished paper rows: make table [RUNS=logs] [ARGS="--metric attack/mse"]
 	$(PY) -m mocosfl.table --runs $(RUNS) $(ARGS)
