@@ -29,6 +29,7 @@ ACCURACIES = ("test/knn_top1", "test/linear_top1", "val/linear_top1", "val/knn_t
 HEADER = (
     "method",
     "test kNN top-1 (%)",
+    "gain over init (points)",
     "linear top-1 (%)",
     "client params",
     "client MFLOPs/img",
@@ -77,8 +78,9 @@ def mean_std(values: list[float]) -> dict[str, float]:
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per row: mean ± std over its seeds of the accuracies and the wall time, the costs (the same
-    for every seed: they depend on the config alone) and the mean curve."""
+    """Per row: mean ± std over its seeds of the accuracies, of the test kNN at initialisation
+    and of the gain over it, and of the wall time; the costs (the same for every seed: they
+    depend on the config alone) and the mean curve, which starts at the val kNN at init."""
     rows: dict[str, Any] = {}
     for run in runs:
         rows.setdefault(run["row"], []).append(run)
@@ -88,6 +90,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         for run in group:
             for p in run["curve"]:
                 points.setdefault(p["images"], []).append(p["val_knn_top1"])
+        init = [r["knn_at_init"] for r in group]
+        points[0] = [i["val"] for i in init if "val" in i]
         summary[name] = {
             "title": group[0]["title"],
             "family": group[0]["family"],
@@ -95,10 +99,14 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "overrides": group[0]["row_overrides"],
             "seeds": [r["seed"] for r in group],
             "test_knn_top1": mean_std([r["test_knn_top1"] for r in group]),
+            "test_knn_top1_at_init": mean_std([i["test"] for i in init]),
+            "test_knn_gain": mean_std(
+                [r["test_knn_top1"] - i["test"] for r, i in zip(group, init)]
+            ),
             "test_linear_top1": mean_std([r["test_linear_top1"] for r in group]),
             "wall_min": mean_std([r["wall_s"] / 60 for r in group]),
             "costs": group[0]["costs"],
-            "curve": [{"images": k, **mean_std(v)} for k, v in sorted(points.items())],
+            "curve": [{"images": k, **mean_std(v)} for k, v in sorted(points.items()) if v],
         }
     return summary
 
@@ -124,7 +132,8 @@ def table_rows(summary: dict[str, Any]) -> list[list[str]]:
             else ["n/a"] * 4
         )
         wall = row["wall_min"]["mean"]
-        cells = [name, _pm(row["test_knn_top1"]), _pm(row["test_linear_top1"]), *costs]
+        knn = [_pm(row["test_knn_top1"]), _pm(row["test_knn_gain"])]
+        cells = [name, *knn, _pm(row["test_linear_top1"]), *costs]
         out.append([*cells, f"{wall:.1f}"])
     return out
 
@@ -139,7 +148,8 @@ def markdown(study: dict[str, Any]) -> str:
         f"Measured here ({study.get('machine', 'this machine')}): ResNet-18 width {s['width']}, "
         f"{s['steps']} steps of {s['images_per_step']} images ({images:,} images a run), "
         f"{s['data']}; test kNN and linear probe: mean ± std over "
-        f"{seeds} seed(s). Costs per client; MB = 2^20 bytes.",
+        f"{seeds} seed(s); the gain is over the same network at random initialisation, seed by "
+        "seed. Costs per client; MB = 2^20 bytes.",
         "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "---|" * len(HEADER),

@@ -12,6 +12,10 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 SEEDS = (1234, 1235, 1236)  # the project's seeds (conf/experiment/table_base.yaml)
 IMAGES_PER_STEP = 100
@@ -183,12 +187,26 @@ def run_overrides(settings: Settings, row: Row, seed: int) -> list[str]:
     return [*settings.common(), *row.overrides, f"seed={seed}"]
 
 
+def compose(settings: Settings, row: Row, seed: int) -> DictConfig:
+    """The config of one run as ``mocosfl.train`` composes it (its output in a scratch folder)."""
+    import hydra
+    from hydra.core.global_hydra import GlobalHydra
+
+    from mocosfl.utils.run import CONFIG_DIR
+
+    out = f"paths.output_dir={Path(tempfile.gettempdir()) / 'mocosfl-study-check'}"
+    GlobalHydra.instance().clear()
+    try:
+        with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return hydra.compose("train", [*run_overrides(settings, row, seed), out])
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def check_rows(settings: Settings, rows: dict[str, Row]) -> None:
     """Compose every row's config in-process and check it as ``mocosfl.train`` would before
     building anything (types, ranges, data settings, the plan): a bad row stops the study in
     one line before any training."""
-    import hydra
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -196,19 +214,13 @@ def check_rows(settings: Settings, rows: dict[str, Row]) -> None:
     from mocosfl.data import build_datamodule
     from mocosfl.errors import ConfigError
     from mocosfl.train import check_config
-    from mocosfl.utils.run import CONFIG_DIR
 
-    out = f"paths.output_dir={Path(tempfile.gettempdir()) / 'mocosfl-study-check'}"
     for name, row in rows.items():
-        GlobalHydra.instance().clear()
         try:
-            with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-                cfg = hydra.compose("train", [*run_overrides(settings, row, SEEDS[0]), out])
+            cfg = compose(settings, row, SEEDS[0])
             validate_config(cfg)
             check_config(cfg)
             build_datamodule(cfg)  # the data settings and the federated plan, nothing loaded
         except (ConfigError, HydraException, OmegaConfBaseException) as exc:
             message = str(exc).strip().splitlines()[0]
             raise SystemExit(f"error: row {name} does not compose: {message}") from None
-        finally:
-            GlobalHydra.instance().clear()

@@ -7,12 +7,16 @@ time, and writes ``benchmarks/results/study.json`` (every run, and per row the m
 its seeds), ``study.png`` (val kNN top-1 against images processed, one line a row) and
 ``study.md``, the table it prints: test kNN and linear-probe top-1, the client's parameters,
 MFLOPs a training image, activation memory at its batch, MB it uploads an epoch, wall minutes.
+After the runs it rebuilds each run's network at initialisation (``_study_init.py``) and measures
+its val and test kNN: each row's gain is over the network it started from, seed by seed, and each
+curve starts there, at 0 images.
 
     .venv/bin/python benchmarks/study.py                      # the default tier, ~85 min, 2 cores
     .venv/bin/python benchmarks/study.py --quick              # every row, 1 seed, tiny: minutes
     .venv/bin/python benchmarks/study.py --rows centralized mocosfl1_100c_noniid --seeds-scale 0.5
     .venv/bin/python benchmarks/study.py --markdown           # the table of an existing JSON
     WANDB_MODE=offline .venv/bin/python benchmarks/study.py --markdown --wandb
+    .venv/bin/python benchmarks/study.py --add-init           # the init kNN of an older JSON
 
 **Every row** trains ResNet-18 on all 48,000 CIFAR-10 training images left after holding out
 2,000 for validation, at 100 images a step (the pool times the client batch), for the same
@@ -73,6 +77,7 @@ failed run stops the study with one line (a failed run's stderr tail first).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -275,6 +280,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, help="run directories (default logs/study/<time>)")
     parser.add_argument("--markdown", action="store_true", help="print the table of --json only")
     parser.add_argument("--wandb", action="store_true", help="also log table and plot to W&B")
+    parser.add_argument(
+        "--add-init",
+        action="store_true",
+        help="measure the kNN at initialisation of the runs of --json (a study made before it "
+        "was measured) and rewrite its outputs",
+    )
     args = parser.parse_args(argv)
     if args.json is None:
         args.json = RESULTS / ("study_quick.json" if args.quick else "study.json")
@@ -285,17 +296,54 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def add_knn_at_init(settings: Settings, runs: list[dict[str, Any]], threads: int) -> float:
+    """Each run's ``knn_at_init`` (val and test kNN of its network at initialisation); the
+    seconds it took."""
+    from _study_init import knn_at_init  # imports torch: only when measuring
+
+    started = time.monotonic()
+    keys = [(run["row"], ROWS[run["row"]], run["seed"]) for run in runs]
+    measured = knn_at_init(settings, keys, threads)
+    for run in runs:
+        run["knn_at_init"] = measured[(run["row"], run["seed"])]
+    return time.monotonic() - started
+
+
+def write_outputs(study: dict[str, Any], path: Path, wandb_dir: Path | None) -> None:
+    """The JSON, the plot beside it, the table (printed and beside it), W&B when asked."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(study, indent=1))
+    png = path.with_suffix(".png")
+    plot(study, png)
+    table = markdown(study)
+    path.with_suffix(".md").write_text(table + "\n")
+    print(f"\n{table}\n\nwrote {path}, {png}, {path.with_suffix('.md')}")
+    if wandb_dir:
+        log_wandb(study, png, wandb_dir)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     rows = select(args.rows)
-    if args.markdown:
+    if args.markdown or args.add_init:
         if not args.json.is_file():
             raise SystemExit(f"error: {args.json} does not exist; run the study first")
         study = json.loads(args.json.read_text())
+    if args.markdown:
         study["rows"] = {n: r for n, r in study["rows"].items() if not args.rows or n in rows}
         print(markdown(study))
         if args.wandb:
             log_wandb(study, args.json.with_suffix(".png"), args.json.parent)
+        return
+    if args.add_init:  # a study from before the measurement at initialisation
+        fields = {f.name for f in dataclasses.fields(Settings)} - {"root"}
+        synthetic = study["settings"]["synthetic"]
+        with tempfile.TemporaryDirectory() as tmp:
+            root = "" if synthetic else str(extracted(args.root, Path(tmp)))
+            kept = {k: v for k, v in study["settings"].items() if k in fields}
+            study["init_wall_s"] = add_knn_at_init(Settings(root, **kept), study["runs"], args.jobs)
+        study["rows"] = summarize(study["runs"])
+        write_outputs(study, args.json, args.json.parent if args.wandb else None)
         return
     work = args.work or ROOT / "logs" / "study" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     work.mkdir(parents=True, exist_ok=True)
@@ -307,16 +355,11 @@ def main(argv: list[str] | None = None) -> None:
         if not args.synthetic:
             decode_once(Path(root))
         runs = run_all(settings, rows, args.seeds_scale, args.jobs, work)
+        init_wall = add_knn_at_init(settings, runs, args.jobs)
     study = study_json(args, settings, runs, time.monotonic() - started)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(study, indent=1))
-    png = args.json.with_suffix(".png")
-    plot(study, png)
-    table = markdown(study)
-    args.json.with_suffix(".md").write_text(table + "\n")
-    print(f"\n{table}\n\nwrote {args.json}, {png}, {args.json.with_suffix('.md')}; runs in {work}")
-    if args.wandb:
-        log_wandb(study, png, work)
+    study["init_wall_s"] = init_wall
+    write_outputs(study, args.json, work if args.wandb else None)
+    print(f"runs in {work}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import torch
 from omegaconf import OmegaConf
 
 from mocosfl.data import build_datamodule
-from mocosfl.evaluation import accuracy, extract_features, knn_predict
+from mocosfl.evaluation import knn_top1
 from mocosfl.train import train
 
 SETTINGS = ["experiment=cifar10_quick"]
@@ -52,27 +52,19 @@ METHODS = [
 ]
 
 
-def knn_test_top1(module, datamodule) -> tuple[float, int]:
-    """kNN top-1 (%) on the test split and the number of test images."""
-    encoder = module.encoder("backbone")
-    bank, bank_labels = extract_features(encoder, datamodule.eval_dataloader("train"))
-    queries, labels = extract_features(encoder, datamodule.eval_dataloader("test"))
-    scores = knn_predict(queries, bank, bank_labels, datamodule.num_classes, k=200, temperature=0.1)
-    return accuracy(scores, labels, datamodule.num_classes), len(labels)
-
-
 def knn_at_init(module, datamodule, data_settings: str, cache: Path) -> tuple[float, int]:
-    """:func:`knn_test_top1` of a network at initialisation, measured once per test session for
-    each initial backbone and data: every method builds the same backbone from the same seed,
-    and the fingerprint of its weights and of ``data_settings``, not the method's name, decides
-    whether a measurement is reused (identical weights on identical images: identical kNN)."""
+    """Test kNN top-1 (%) and test images of a network at initialisation, measured once per test
+    session for each initial backbone and data: every method builds the same backbone from the
+    same seed, and the fingerprint of its weights and of ``data_settings``, not the method's
+    name, decides whether a measurement is reused (identical weights on identical images:
+    identical kNN)."""
     state = module.encoder("backbone").state_dict()
     weights = b"".join(t.cpu().numpy().tobytes() for t in state.values())
     digest = hashlib.sha256(weights + data_settings.encode())
     path = cache / f"knn_at_init_{digest.hexdigest()[:16]}.json"
     if path.is_file():
         return tuple(json.loads(path.read_text()))
-    measured = knn_test_top1(module, datamodule)
+    measured = knn_top1(module.encoder("backbone"), datamodule)["test"]
     partial = path.with_suffix(f".{os.getpid()}")  # another worker may be writing it too
     partial.write_text(json.dumps(measured))
     partial.replace(path)

@@ -1,5 +1,6 @@
 """benchmarks/study.py: every row composes and validates; a tiny study on generated images writes
-its JSON, plot and table; --markdown and --wandb read the JSON back."""
+its JSON, plot and table with each run's kNN at initialisation; --markdown and --wandb read the
+JSON back; --add-init measures the initialisation again, the same."""
 
 import json
 import os
@@ -71,13 +72,15 @@ def test_a_quick_study_writes_its_json_plot_and_table(tmp_path):
     assert list(data["rows"]) == QUICK_ROWS
     for name, row in data["rows"].items():
         assert row["seeds"] == [SEEDS[0]], name
-        for key in ("test_knn_top1", "test_linear_top1", "wall_min"):
+        for key in ("test_knn_top1", "test_knn_top1_at_init", "test_linear_top1", "wall_min"):
             assert set(row[key]) == {"mean", "std", "n"} and 0 <= row[key]["mean"], (name, key)
         assert {"client_params", "client_mflops_per_image", "upload_mb_per_client_epoch"} <= set(
             row["costs"]
         )
         assert row["costs"]["client_activation_mb_per_batch"] > 0
-        assert [p["images"] for p in row["curve"]] == [100, 200, 300]  # a val point each step
+        assert [p["images"] for p in row["curve"]] == [0, 100, 200, 300]  # init, then each step
+        gain = row["test_knn_top1"]["mean"] - row["test_knn_top1_at_init"]["mean"]
+        assert row["test_knn_gain"]["mean"] == pytest.approx(gain)
     assert [(r["row"], r["seed"]) for r in data["runs"]] == [(n, SEEDS[0]) for n in QUICK_ROWS]
     assert all(r["global_step"] == 3 and r["wall_s"] > 0 for r in data["runs"])
     assert out.with_suffix(".png").stat().st_size > 10_000
@@ -88,3 +91,11 @@ def test_a_quick_study_writes_its_json_plot_and_table(tmp_path):
     assert "| " + " | ".join(HEADER) + " |" in table.stdout
     assert all(f"| {name} | " in table.stdout for name in QUICK_ROWS)
     assert list((tmp_path / "wandb").glob("offline-run-*")), "no offline W&B run"
+
+    # A study from before the measurement at initialisation: --add-init measures it again, the
+    # same numbers (each run's network is rebuilt from its config and seed).
+    measured = [r.pop("knn_at_init") for r in data["runs"]]
+    out.write_text(json.dumps(data))
+    added = study("--add-init", "--json", str(out))
+    assert added.returncode == 0, added.stdout[-3000:] + added.stderr[-3000:]
+    assert [r["knn_at_init"] for r in json.loads(out.read_text())["runs"]] == measured

@@ -1,7 +1,7 @@
 """Evaluation of frozen encoders: feature extraction, the kNN classifier and the probe."""
 
 from mocosfl.evaluation.features import extract_features
-from mocosfl.evaluation.knn import knn_predict
+from mocosfl.evaluation.knn import knn_predict, knn_top1
 from mocosfl.evaluation.linear import (
     ProbeResult,
     ProbeSettings,
@@ -17,5 +17,6 @@ __all__ = [
     "balanced_subset",
     "extract_features",
     "knn_predict",
+    "knn_top1",
     "train_probe",
 ]
