@@ -181,7 +181,8 @@ def plot(study: dict[str, Any], path: Path) -> None:
     s = study["settings"]
     ax.set_xlabel("images processed (thousands)")
     ax.set_ylabel("val kNN top-1 (%)")
-    ax.set_title(f"ResNet-18 width {s['width']}, {s['data']}, mean over seeds")
+    title = f"ResNet-18 width {s['width']}, {s['steps']} steps, mean over seeds\n{s['data']}"
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
