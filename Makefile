@@ -60,7 +60,7 @@ lint: $(STAMP)  ## ruff: the lint rules of pyproject.toml and the format check (
 bench: $(STAMP)  ## step time and peak memory: loop and vmap client engines at 10, 100, 1000 clients against centralized MoCo
 	$(PY) benchmarks/step_time.py $(ARGS)
 
-study: $(STAMP)  ## the measured CPU study: every method x seeds on real CIFAR-10, JSON + PNG + table (~85 min on 2 cores; ARGS="--quick" for minutes)
+study: $(STAMP)  ## the measured CPU study: every method x seeds on real CIFAR-10, JSON + PNG + table (about an hour on 2 cores; ARGS="--quick" for minutes)
 	$(PY) benchmarks/study.py $(ARGS)
 
 table: $(STAMP)  ## mean ± std over seeds 1234-1236 of the finished paper rows: make table [RUNS=logs] [ARGS="--metric attack/mse"]

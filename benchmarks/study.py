@@ -11,7 +11,7 @@ After the runs it rebuilds each run's network at initialisation (``_study_init.p
 its val and test kNN: each row's gain is over the network it started from, seed by seed, and each
 curve starts there, at 0 images.
 
-    .venv/bin/python benchmarks/study.py                      # the default tier, ~85 min, 2 cores
+    .venv/bin/python benchmarks/study.py                      # the default tier, ~1 h, 2 cores
     .venv/bin/python benchmarks/study.py --quick              # every row, 1 seed, tiny: minutes
     .venv/bin/python benchmarks/study.py --rows centralized mocosfl1_100c_noniid --seeds-scale 0.5
     .venv/bin/python benchmarks/study.py --markdown           # the table of an existing JSON
