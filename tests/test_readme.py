@@ -12,12 +12,17 @@ are checked to stop with their one-line error.
 With ``MOCOSFL_README_LOG=<file>`` the test writes each command and the last lines it printed.
 
 The table of the paper's rows between the ``paper-table`` markers is the one that
-``python -m mocosfl.table --paper-markdown`` generates from ``conf/paper/numbers.yaml``.
+``python -m mocosfl.table --paper-markdown`` generates from ``conf/paper/numbers.yaml``, and the
+CPU study's between the ``study-table`` markers the one ``benchmarks/study.py --markdown`` prints
+from ``benchmarks/results/study.json``.
 """
 
+import json
 import os
 import re
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +35,7 @@ from data_helpers import write_tiny_cifar10, write_tiny_cifar100
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 PAPER_TABLE = re.compile(r"<!-- paper-table:begin -->\n(.*?)\n<!-- paper-table:end -->", re.DOTALL)
+STUDY_TABLE = re.compile(r"<!-- study-table:begin -->\n(.*?)\n<!-- study-table:end -->", re.DOTALL)
 
 _TRAIN = [
     "model.width=8",
@@ -70,6 +76,7 @@ TINY: list[tuple[str, list[str]]] = [
 NOT_RUN = {
     "bash benchmarks/gpu_check.sh --tiny": "tests/test_gpu_check.py runs it",
     "bash benchmarks/gpu_check.sh": "needs a GPU",
+    "make study": "tests/test_study.py runs it on generated images; the real tier takes an hour",
     "make test": "the suite itself",
     "make test-fast": "the suite itself",
 }
@@ -126,6 +133,30 @@ def workspace(tmp_path: Path) -> Path:
     return project
 
 
+def run_script(
+    script: str, cwd: Path, env: dict[str, str], timeout: float = 900
+) -> tuple[int, str]:
+    """Exit code and output (one stream, in the order printed) of a bash script. A command that
+    runs past ``timeout`` is a failure, and its whole process group is killed, so that a
+    training process it started cannot go on beside the rest of the suite."""
+    proc = subprocess.Popen(
+        ["bash", "-c", script],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        return 124, f"{output}\n(timed out after {timeout:.0f} s; its process group was killed)"
+    return proc.returncode, output
+
+
 def run_block(
     lines: list[str], cwd: Path, env: dict[str, str]
 ) -> list[tuple[str, int, str, float]]:
@@ -144,18 +175,9 @@ def run_block(
             f"declare -p RUN MULTIRUN STAGE1 PATH VIRTUAL_ENV 2>/dev/null > {state}\nexit $status\n"
         )
         started = time.monotonic()
-        done = subprocess.run(
-            ["bash", "-c", script],
-            check=False,
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,  # one stream in the order it was printed
-            text=True,
-            timeout=900,
-        )
+        code, output = run_script(script, cwd, env)
         seconds = time.monotonic() - started
-        results.append((command, done.returncode, done.stdout, seconds))
+        results.append((command, code, output, seconds))
     return results
 
 
@@ -214,3 +236,28 @@ def test_readme_paper_table_is_generated_from_the_paper_numbers(capsys):
         "between its paper-table markers with the output of "
         "`python -m mocosfl.table --paper-markdown`"
     )
+
+
+def test_the_study_table_is_the_committed_study_json():
+    """The CPU study's table between the ``study-table`` markers is ``benchmarks/study.py
+    --markdown`` of the committed ``benchmarks/results/study.json``: no number is typed in."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _study_report import markdown
+
+    (found,) = STUDY_TABLE.findall(README.read_text())
+    study = json.loads((ROOT / "benchmarks" / "results" / "study.json").read_text())
+    assert found == markdown(study), (
+        "README.md's study table differs from benchmarks/results/study.json: replace the lines "
+        "between its study-table markers with `.venv/bin/python benchmarks/study.py --markdown`"
+    )
+
+
+def test_a_command_past_its_timeout_is_killed_with_the_processes_it_started(tmp_path):
+    script = "sleep 60 & echo $! > child; wait"
+    code, output = run_script(script, tmp_path, dict(os.environ), timeout=1)
+    assert code == 124 and "timed out after 1 s" in output
+    child = Path(f"/proc/{(tmp_path / 'child').read_text().strip()}/status")
+    deadline = time.monotonic() + 5
+    while child.exists() and "zombie" not in child.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not child.exists() or "zombie" in child.read_text(), "the background sleep survived"
