@@ -182,6 +182,24 @@ class FederatedStepDataset(Dataset):
             "step": t,
         }
 
+    def client_views(self, t: int, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Client ``c``'s own ``(query, key)`` views [b, 3, S, S] of step ``t``, equal to its rows
+        of item ``t`` but made from its images alone: the augmentation's random numbers of the
+        whole batch are drawn (cheap) and only the client's rows are used. A deployed client
+        makes its views so (``mocosfl.deploy``); the augmentation must be a
+        :class:`~mocosfl.data.transforms.MoCoV2Augmentation`."""
+        pool, positions = self.stream_positions(t)
+        where = np.flatnonzero(pool == c)
+        if where.size == 0:
+            raise ValueError(f"client {c} is not in the pool of step {t}")
+        i, p, b = int(where[0]), len(pool), self.plan.client_batch_size
+        x = self.images[torch.from_numpy(self.client_indices(c, int(positions[i]), b))]
+        gen = torch.Generator().manual_seed(step_seed(self.seed, t))
+        draws = self.augmentation.draws(2 * p * b, gen)
+        mine = torch.arange(i * b, (i + 1) * b)
+        views = self.augmentation.apply(torch.cat([x, x]), draws[torch.cat([mine, mine + p * b])])
+        return views[:b], views[b:]
+
 
 class StepSampler(Sampler[int]):
     """Yields the steps from ``start_step()`` to the end of that step's epoch.

@@ -248,8 +248,19 @@ class MoCoV2Augmentation:
         return mat, right
 
     # -- main ------------------------------------------------------------------------------
-    @torch.no_grad()
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.apply(images, self.draws(images.shape[0], generator))
+
+    @staticmethod
+    def draws(n: int, generator: torch.Generator) -> torch.Tensor:
+        """The random numbers of ``n`` images, [n, 35]: row k is all that image k's views take,
+        so a client can augment its own rows of a pool's batch alone (``mocosfl.deploy``)."""
+        return torch.rand(n, _NUM_DRAWS, generator=generator, device=generator.device)
+
+    @torch.no_grad()
+    def apply(self, images: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+        """The augmentation of ``images`` [B, 3, H, W] with the random numbers ``draws``
+        [B, 35] (:meth:`draws`)."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images [B, 3, H, W], got {tuple(images.shape)}")
         device = images.device
@@ -257,8 +268,7 @@ class MoCoV2Augmentation:
         s = self.image_size
         if n == 0:
             return torch.empty(0, 3, s, s, device=device)
-        u = torch.rand(n, _NUM_DRAWS, generator=generator, device=generator.device)
-        u = u.to(device=device, dtype=torch.float32)
+        u = draws.to(device=device, dtype=torch.float32)
 
         if images.dtype == torch.uint8:
             x = images.float().mul_(1.0 / 255.0)
