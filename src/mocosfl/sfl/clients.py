@@ -12,6 +12,7 @@ checkpoint of one loads in the other.
 import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,6 +34,8 @@ class ClientBank(nn.Module, ABC):
         participated: [N] bool, clients that trained since the last FedAvg.
         steps: [N] long, optimizer steps each client took (drives the legacy client schedule).
     """
+
+    dropped = 0  # clients left out of a step so far: remote ones that did not answer
 
     def __init__(
         self,
@@ -87,6 +90,23 @@ class ClientBank(nn.Module, ABC):
     def step(self, ids: Sequence[int], lr: Callable[[int], float]) -> None:
         """Step the optimizer of every client in the pool; ``lr(c)`` gives client c's rate.
         Implementations end with :meth:`_count_steps`."""
+
+    def encode_pool(
+        self, batch: dict[str, Any], two_way: bool
+    ) -> tuple[list[int], dict[str, torch.Tensor]]:
+        """The client half of a MocoSFL step on ``batch`` (``client_ids`` [P], ``query`` and
+        ``key`` [P, b, C, H, W]), in the original's order: the momentum copies update, then
+        encode the keys. Returns the pool's ids and ``{"query", "key"}`` latents [P * b, ...]
+        (with ``two_way`` also ``query_swapped`` and ``key_swapped``, the views exchanged);
+        the online ones keep their graph for the backward and :meth:`step`."""
+        ids = batch["client_ids"].tolist()
+        query, key = batch["query"], batch["key"]
+        self.update_momentum(ids)
+        latents = {"key": self.encode_momentum(ids, key), "query": self.encode(ids, query)}
+        if two_way:
+            latents["key_swapped"] = self.encode_momentum(ids, query)
+            latents["query_swapped"] = self.encode(ids, key)
+        return ids, latents
 
     # -- the engine: state by client -----------------------------------------------------------
     @abstractmethod
@@ -158,28 +178,39 @@ class ClientBank(nn.Module, ABC):
         """Clients that trained since the last FedAvg (the round's pool)."""
         return self.participated.nonzero().flatten().tolist()
 
+    def pool_states(self, kind: str, ids: Sequence[int]) -> tuple[list[int], Rows]:
+        """``(ids, rows)``: the state of models ``kind`` of the clients of ``ids`` that give it,
+        one row each (all of them here; a remote client may not answer)."""
+        return list(ids), self.states(kind, ids)
+
     @torch.no_grad()
-    def average(self, kind: str, ids: Sequence[int]) -> dict[str, torch.Tensor]:
-        """Weighted average of the state of models ``kind`` over ``ids`` (floating tensors only;
+    def average_rows(self, ids: Sequence[int], rows: Rows) -> dict[str, torch.Tensor]:
+        """Weighted average of the state ``rows`` of clients ``ids`` (floating tensors only;
         integer buffers such as BatchNorm's batch counter are taken from the first client)."""
         w = self.weights[list(ids)]
         w = w / w.sum()
-        out = {}
-        for key, rows in self.states(kind, ids).items():
-            if rows.is_floating_point():
-                out[key] = torch.tensordot(w.to(rows.dtype), rows, dims=1)
-            else:
-                out[key] = rows[0].clone()
-        return out
+        return {
+            key: torch.tensordot(w.to(row.dtype), row, dims=1)
+            if row.is_floating_point()
+            else row[0].clone()
+            for key, row in rows.items()
+        }
+
+    def average(self, kind: str, ids: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Weighted average of the state of models ``kind`` over ``ids``."""
+        return self.average_rows(ids, self.states(kind, ids))
 
     @torch.no_grad()
-    def divergence(self, ids: Sequence[int], average: dict[str, torch.Tensor]) -> float:
-        """Mean L2 distance of the pool's online models to their average (the paper's Eq. 4)."""
-        rows = self.states("online", ids)
+    def divergence_rows(self, rows: Rows, average: dict[str, torch.Tensor]) -> float:
+        """Mean L2 distance of online models ``rows`` to their average (the paper's Eq. 4)."""
         squared = sum(
             (rows[name] - average[name]).pow(2).flatten(1).sum(1) for name in self.param_names
         )
         return float(squared.sqrt().mean())
+
+    def divergence(self, ids: Sequence[int], average: dict[str, torch.Tensor]) -> float:
+        """Mean L2 distance of the online models of ``ids`` to ``average``."""
+        return self.divergence_rows(self.states("online", ids), average)
 
     @torch.no_grad()
     def fedavg(self, sync_momentum: bool = True) -> dict[str, float] | None:
@@ -187,19 +218,21 @@ class ClientBank(nn.Module, ABC):
 
         With ``sync_momentum`` the momentum copies are averaged the same way (MonAcoSFL's fix);
         without it they stay as they are (the original). Optimizer state stays per client.
-        Returns ``{"divergence": ..., "pool_size": ...}``, or None if nobody trained.
+        Each pool client's state is read once. Returns ``{"divergence": ..., "pool_size": ...}``,
+        or None if nobody trained (or, remote, nobody answered).
         """
-        ids = self.pool_since_sync()
+        pool = self.pool_since_sync()
+        ids, rows = self.pool_states("online", pool) if pool else ([], {})
+        self.participated.zero_()
         if not ids:
             return None
-        avg = self.average("online", ids)
-        stats = {"divergence": self.divergence(ids, avg), "pool_size": float(len(ids))}
+        avg = self.average_rows(ids, rows)
+        stats = {"divergence": self.divergence_rows(rows, avg), "pool_size": float(len(ids))}
         everyone = range(self.num_clients)
         if sync_momentum:
-            avg_momentum = self.average("momentum", ids)
+            avg_momentum = self.average_rows(*self.pool_states("momentum", ids))
             self.set_states("momentum", everyone, {k: v[None] for k, v in avg_momentum.items()})
         self.set_states("online", everyone, {k: v[None] for k, v in avg.items()})
-        self.participated.zero_()
         return stats
 
     @torch.no_grad()
@@ -209,10 +242,9 @@ class ClientBank(nn.Module, ABC):
         Right after a sync every client holds it already; evaluation uses this so that it never
         depends on which client happens to be first.
         """
-        ids = self.pool_since_sync() or [0]
-        average = self.average("online", ids)
+        ids, rows = self.pool_states("online", self.pool_since_sync() or [0])
         model = copy.deepcopy(self.template()).to(self.weights.device)
-        model.load_state_dict(average)
+        model.load_state_dict(self.average_rows(ids, rows))
         return model
 
     @torch.no_grad()

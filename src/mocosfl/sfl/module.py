@@ -189,18 +189,20 @@ class MocoSFL(ClientRunState, L.LightningModule):
         )
         return F.normalize(head(server(latents)), dim=1)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        ids = batch["client_ids"].tolist()
-        query_images, key_images = batch["query"], batch["key"]
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         two_way = self.loss_mode == "two_way"
-
-        # Clients (the original's order): momentum copies update, then encode the keys.
-        self.bank.update_momentum(ids)
-        key_latents = self.bank.encode_momentum(ids, key_images)
-        query_latents = self.bank.encode(ids, query_images)
+        # Clients: the pool's latents (remote clients that did not answer are left out).
+        ids, latents = self.bank.encode_pool(batch, two_way)
+        # Remote clients left out of steps so far (a running total survives sparse logging).
+        self.log("train/clients_dropped", float(self.bank.dropped))
+        if not ids:
+            return None  # nobody answered: the step is skipped
+        query_latents, key_latents = latents["query"], latents["key"]
         if two_way:
-            key_latents_swapped = self.bank.encode_momentum(ids, query_images)
-            query_latents_swapped = self.bank.encode(ids, key_images)
+            query_latents_swapped, key_latents_swapped = (
+                latents["query_swapped"],
+                latents["key_swapped"],
+            )
 
         # What crosses the cut: online inputs, their momentum keys' inputs, and which online
         # inputs carry the clients' gradients
