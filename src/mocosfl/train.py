@@ -20,6 +20,7 @@ from mocosfl.callbacks import FedAvgCallback, RunInterrupted
 from mocosfl.cli import hydra_entry
 from mocosfl.config import validate_config
 from mocosfl.data import build_datamodule
+from mocosfl.deploy.wire import ClientTransport
 from mocosfl.errors import ConfigError
 from mocosfl.privacy.taressfl import init_from_checkpoint
 from mocosfl.utils.history import HistoryLogger
@@ -147,8 +148,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 @with_num_threads
-def fit(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, Any]:
-    """:func:`train` once the config is final: ``ckpt_path`` is the checkpoint to resume."""
+def fit(
+    cfg: DictConfig, ckpt_path: str | None = None, clients: ClientTransport | None = None
+) -> dict[str, Any]:
+    """:func:`train` once the config is final: ``ckpt_path`` is the checkpoint to resume;
+    with ``clients`` the clients are deployed ones reached through that transport (the
+    ``remote`` engine, :mod:`mocosfl.deploy`), not simulated."""
     check_config(cfg)
     # Taken before anything is instantiated: instantiate resolves shared nodes in place.
     run_config, run_source = run_config_of(cfg), frozen_source(cfg)
@@ -175,9 +180,15 @@ def fit(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, Any]:
     # restores its float64 weights as saved, not rounded through float32.
     with trainer.precision_plugin.tensor_init_context():
         split_model = hydra.utils.instantiate(cfg.model)
+        remote = {} if clients is None else {"client_engine": "remote"}
         module = hydra.utils.instantiate(
-            cfg.module, split_model=split_model, client_sizes=datamodule.client_sizes.tolist()
+            cfg.module,
+            split_model=split_model,
+            client_sizes=datamodule.client_sizes.tolist(),
+            **remote,
         )
+    if clients is not None:
+        module.bank.connect(clients, datamodule.image_size, datamodule.plan.client_batch_size)
     module.run_config, module.run_source = run_config, run_source
     if "init_from" in cfg:  # TAResSFL stage 2 starts from the stage-1 expert
         init_from_checkpoint(module, cfg.init_from, cfg.get("expert_target_fraction"))

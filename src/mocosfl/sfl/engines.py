@@ -7,8 +7,10 @@ from torch import nn
 from mocosfl.errors import ConfigError
 from mocosfl.sfl.clients import ClientBank, OptimizerFactory
 from mocosfl.sfl.loop_clients import LoopClientBank
+from mocosfl.sfl.remote_clients import RemoteClientBank
 from mocosfl.sfl.vmap_clients import VmapClientBank
 
+# The engines a config may name; ``remote`` is the deployment server's (mocosfl.deploy).
 CLIENT_ENGINES: dict[str, type[ClientBank]] = {"loop": LoopClientBank, "vmap": VmapClientBank}
 
 
@@ -20,8 +22,9 @@ def make_client_bank(
     ema_decay: float = 0.99,
     weights: Sequence[float] | None = None,
 ) -> ClientBank:
-    """The client bank of engine ``engine`` (loop | vmap) holding ``num_clients`` copies of
-    ``client``."""
-    if engine not in CLIENT_ENGINES:
+    """The client bank of engine ``engine`` (loop | vmap | remote) holding ``num_clients``
+    copies of ``client``."""
+    engines = {**CLIENT_ENGINES, "remote": RemoteClientBank}
+    if engine not in engines:
         raise ConfigError(f"sfl.client_engine={engine!r} is not known; choose loop or vmap")
-    return CLIENT_ENGINES[engine](client, num_clients, optimizer, ema_decay, weights)
+    return engines[engine](client, num_clients, optimizer, ema_decay, weights)

@@ -1,0 +1,49 @@
+"""Clients in the server's own process, reached through copies of every message: the
+deployment's logic without a network (the tests' reference, and a way to debug a deployment)."""
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+
+import torch
+
+from mocosfl.deploy.client import DeployedClient
+from mocosfl.deploy.wire import Message
+
+
+def copy_message(message: Message) -> Message:
+    """What the other side receives: its own arrays, nothing shared with the sender."""
+    arrays = {name: array.copy() for name, array in message.arrays.items()}
+    return Message(message.kind, arrays, dict(message.config))
+
+
+def own_process_defaults(handle: Callable[[Message], Message], message: Message) -> Message:
+    """``handle(message)`` with torch's default dtype of a fresh process, as a client in its
+    own process has it (the server may be inside Lightning's float64 context)."""
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        return handle(message)
+    finally:
+        torch.set_default_dtype(default)
+
+
+class LoopbackTransport:
+    """A :class:`~mocosfl.deploy.wire.ClientTransport` to :class:`DeployedClient` objects;
+    ``sent`` (to the clients) and ``received`` count the array bytes by message kind."""
+
+    def __init__(self, clients: Mapping[int, DeployedClient]) -> None:
+        self.clients = dict(clients)
+        self.sent: Counter[str] = Counter()
+        self.received: Counter[str] = Counter()
+
+    def exchange(self, requests: Mapping[int, Message]) -> dict[int, Message | None]:
+        replies: dict[int, Message | None] = {}
+        for c, request in requests.items():
+            client = self.clients.get(c)
+            if client is None:  # not connected: it does not answer
+                replies[c] = None
+                continue
+            self.sent[request.kind] += request.nbytes
+            replies[c] = copy_message(own_process_defaults(client.handle, copy_message(request)))
+            self.received[request.kind] += replies[c].nbytes
+        return replies

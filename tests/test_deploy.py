@@ -1,0 +1,174 @@
+"""Deployed clients (mocosfl.deploy): the same training as the simulation, and every payload
+checked before it touches a model."""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mocosfl.costs.traffic import MB
+from mocosfl.deploy.client import DeployedClient
+from mocosfl.deploy.loopback import LoopbackTransport
+from mocosfl.deploy.wire import Message
+from mocosfl.train import fit
+
+from helpers import TINY, compose
+
+NUM_CLIENTS = 4
+DEPLOYED = [
+    *(o for o in TINY if not o.startswith(("sfl.", "~callbacks"))),
+    f"sfl.num_clients={NUM_CLIENTS}",
+    "sfl.clients_per_step=3",
+    "sfl.client_batch_size=2",
+    "sfl.sync_every=5",
+    "sfl.queue_size=40",
+    "trainer.max_steps=10",
+    "~callbacks.progress",
+    "~callbacks.knn",
+    "~callbacks.linear_probe",
+]  # 10 steps of pools of 3 out of 4 clients, a FedAvg after step 5 and at the end
+
+
+def deployed_run(tmp_path: Path, overrides: list[str]):
+    """A deployment's config and its clients, reached through a loopback transport."""
+    cfg = compose("train", tmp_path / "deployed", [*DEPLOYED, *overrides])
+    clients = {c: DeployedClient.from_config(cfg, c) for c in range(NUM_CLIENTS)}
+    return cfg, clients
+
+
+def test_a_client_makes_its_views_of_a_step_from_its_own_images_as_the_simulation_does(tmp_path):
+    _, clients = deployed_run(tmp_path, [])
+    stream = clients[0].stream
+    for step in (0, 4, 9):
+        batch = stream[step]
+        for i, c in enumerate(batch["client_ids"].tolist()):
+            query, key = stream.client_views(step, c)
+            assert torch.equal(query, batch["query"][i]) and torch.equal(key, batch["key"][i])
+    absent = next(c for c in range(NUM_CLIENTS) if c not in stream[0]["client_ids"].tolist())
+    with pytest.raises(ValueError, match=f"client {absent} is not in the pool of step 0"):
+        stream.client_views(0, absent)
+
+
+def module_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    return ckpt["state_dict"]
+
+
+@pytest.mark.parametrize(("loss", "precision"), [("two_way", "64-true"), ("legacy_sum", "32-true")])
+def test_a_loopback_deployment_trains_what_the_simulation_trains(tmp_path, loss, precision):
+    overrides = [f"sfl.loss={loss}", f"trainer.precision={precision}"]
+    simulated = compose("train", tmp_path / "simulated", [*DEPLOYED, *overrides])
+    fit(simulated)
+    cfg, clients = deployed_run(tmp_path, overrides)
+    initial = {c: client.bank.states("online", [0]) for c, client in clients.items()}
+    transport = LoopbackTransport(clients)
+    fit(cfg, clients=transport)
+
+    sim, dep = module_state(tmp_path / "simulated"), module_state(tmp_path / "deployed")
+    server_keys = [k for k in sim if not k.startswith("bank.")]
+    assert server_keys and all(torch.equal(sim[k], dep[k]) for k in server_keys)
+    assert torch.equal(sim["bank.steps"], dep["bank.steps"])
+    assert sorted(sim["bank.steps"].tolist()) == [5, 5, 10, 10]  # pools differ: FedAvg matters
+    for c, client in clients.items():
+        for kind in ("online", "momentum"):
+            for name, row in client.bank.states(kind, [0]).items():
+                # Exact: the same operations on the same numbers (measured: no difference in
+                # float32 either).
+                assert torch.equal(row[0], sim[f"bank.{kind}.{c}.{name}"]), (c, kind, name)
+        moved = client.bank.states("online", [0])
+        assert any(not torch.equal(moved[k], initial[c][k]) for k in moved)
+    # The cut layer's traffic on the wire is the cost accounting's, to the byte.
+    history = np.genfromtxt(tmp_path / "deployed" / "history.csv", delimiter=",", names=True)
+    itemsize = torch.finfo(torch.float64 if precision == "64-true" else torch.float32).bits // 8
+    for kind, part in [("encode", "latents_up"), ("apply", "gradients_down")]:
+        computed = np.nanmax(history[f"cost{part}_mb_per_client_run"]) * NUM_CLIENTS * MB
+        on_wire = (transport.received if kind == "encode" else transport.sent)[kind]
+        assert on_wire == pytest.approx(computed * itemsize / 4, rel=1e-5), part
+
+
+def encoded_client(tmp_path: Path) -> tuple[DeployedClient, int]:
+    """A client that has encoded step 0 (one of that step's pool), and the step."""
+    _, clients = deployed_run(tmp_path, [])
+    pool, _ = clients[0].stream.stream_positions(0)
+    client = clients[int(pool[0])]
+    reply = client.handle(Message("encode", config={"step": 0, "two_way": 1}))
+    assert "error" not in reply.config and reply.arrays["query"].shape[0] == 2
+    return client, 0
+
+
+def grads_like(client: DeployedClient) -> dict[str, np.ndarray]:
+    _, latents = client._pending
+    return {n: np.ones(latents[n].shape, np.float32) for n in ("query", "query_swapped")}
+
+
+@pytest.mark.parametrize("fault", ["shape", "nan", "dtype", "unknown", "stale", "lr"])
+def test_a_client_refuses_a_bad_gradient_message_and_says_why(tmp_path, caplog, fault):
+    client, step = encoded_client(tmp_path)
+    grads = grads_like(client)
+    config = {"step": step, "lr": 0.1}
+    if fault == "shape":
+        grads["query"] = grads["query"][:1]
+    elif fault == "nan":
+        grads["query"][0, 0] = np.nan
+    elif fault == "dtype":
+        grads["query"] = grads["query"].astype(np.float64)
+    elif fault == "unknown":
+        grads["key"] = grads["query"]
+    elif fault == "stale":
+        config["step"] = step - 1
+    else:
+        config["lr"] = float("nan")
+    before = client.bank.states("online", [0])
+    with caplog.at_level(logging.WARNING, logger="mocosfl.deploy"):
+        reply = client.handle(Message("apply", grads, config))
+    assert "error" in reply.config
+    assert reply.config["error"] in caplog.text
+    after = client.bank.states("online", [0])
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the model is untouched
+    good = client.handle(Message("apply", grads_like(client), {"step": step, "lr": 0.1}))
+    assert "error" not in good.config  # the same step's right message still applies
+
+
+def test_a_client_refuses_to_encode_a_step_it_has_passed(tmp_path, caplog):
+    client, step = encoded_client(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="mocosfl.deploy"):
+        reply = client.handle(Message("encode", config={"step": step, "two_way": 1}))
+    assert "after step 0" in reply.config["error"]
+
+
+class FaultyTransport(LoopbackTransport):
+    """Client ``corrupt`` sends NaN latents at step 3; client ``dies`` stops answering after
+    step 5 (the server's FedAvg after step 5 still reaches it)."""
+
+    def __init__(self, clients, corrupt: int, dies: int) -> None:
+        super().__init__(clients)
+        self.corrupt, self.dies = corrupt, dies
+
+    def exchange(self, requests):
+        step = next(iter(requests.values())).config.get("step")
+        if step is not None and step > 5:
+            self.clients.pop(self.dies, None)
+        replies = super().exchange(requests)
+        reply = replies.get(self.corrupt)
+        if step == 3 and reply is not None and reply.kind == "encode":
+            reply.arrays["query"][:] = np.nan
+        return replies
+
+
+def test_a_bad_or_missing_client_is_left_out_of_the_step_and_training_goes_on(tmp_path, caplog):
+    cfg, clients = deployed_run(tmp_path, ["trainer.log_every_n_steps=1"])
+    pool_3, _ = clients[0].stream.stream_positions(3)
+    corrupt, dies = int(pool_3[0]), int(pool_3[1])
+    with caplog.at_level(logging.WARNING, logger="mocosfl.deploy"):
+        metrics = fit(cfg, clients=FaultyTransport(clients, corrupt, dies))
+    assert metrics["global_step"] == 10
+    assert f"step 3: latents of client {corrupt} rejected" in caplog.text
+    assert f"client {dies} did not answer encode" in caplog.text
+    history = np.genfromtxt(tmp_path / "deployed" / "history.csv", delimiter=",", names=True)
+    dropped = {
+        int(s): d for s, d in zip(history["step"], history["trainclients_dropped"]) if d == d
+    }
+    died = sum(dies in clients[0].stream.stream_positions(t)[0] for t in range(6, 10))
+    assert dropped[3] == 1 and dropped[9] == 1 + died > 1
