@@ -2,6 +2,11 @@
 checked before it touches a model."""
 
 import logging
+import socket
+import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +15,9 @@ import torch
 
 from mocosfl.costs.traffic import MB
 from mocosfl.deploy.client import DeployedClient
+from mocosfl.deploy.local_socket import MAX_FRAME, LocalSocketTransport, recv_frame
 from mocosfl.deploy.loopback import LoopbackTransport
-from mocosfl.deploy.wire import Message
+from mocosfl.deploy.wire import Message, PayloadRejected, pack, unpack
 from mocosfl.train import fit
 
 from helpers import TINY, compose
@@ -172,3 +178,125 @@ def test_a_bad_or_missing_client_is_left_out_of_the_step_and_training_goes_on(tm
     }
     died = sum(dies in clients[0].stream.stream_positions(t)[0] for t in range(6, 10))
     assert dropped[3] == 1 and dropped[9] == 1 + died > 1
+
+
+# -- clients in their own processes ---------------------------------------------------------
+PROCESS_CLIENTS = 3
+IN_PROCESSES = [
+    *(o for o in DEPLOYED if not o.startswith(("sfl.num_clients", "sfl.clients_per_step"))),
+    f"sfl.num_clients={PROCESS_CLIENTS}",
+    "sfl.clients_per_step=2",
+    "trainer.precision=64-true",
+]
+
+
+def start_client_processes(tmp_path: Path, overrides: list[str]) -> dict[int, subprocess.Popen]:
+    """``python -m mocosfl.deploy.client`` for every client, once each serves its socket (its
+    output goes to ``client<c>.log``)."""
+    processes = {}
+    for c in range(PROCESS_CLIENTS):
+        log = (tmp_path / f"client{c}.log").open("w")
+        socket_path = str(tmp_path / f"client{c}.sock")
+        command = ["-m", "mocosfl.deploy.client", "--partition-id", str(c), "--socket", socket_path]
+        processes[c] = subprocess.Popen(
+            [sys.executable, *command, *overrides], stdout=log, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 180
+    for c, process in processes.items():
+        log = tmp_path / f"client{c}.log"
+        while "serving on" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+    return processes
+
+
+@pytest.fixture
+def client_processes(tmp_path):
+    processes = start_client_processes(tmp_path, IN_PROCESSES)
+    yield processes
+    for process in processes.values():
+        process.kill()
+        process.wait()
+
+
+def socket_transport(tmp_path: Path) -> LocalSocketTransport:
+    return LocalSocketTransport({c: tmp_path / f"client{c}.sock" for c in range(PROCESS_CLIENTS)})
+
+
+@pytest.mark.slow  # fresh Python processes
+def test_clients_in_their_own_processes_train_what_the_simulation_trains(
+    tmp_path, client_processes
+):
+    fit(compose("train", tmp_path / "simulated", IN_PROCESSES))
+    transport = socket_transport(tmp_path)
+    fit(compose("train", tmp_path / "deployed", IN_PROCESSES), clients=transport)
+
+    sim, dep = module_state(tmp_path / "simulated"), module_state(tmp_path / "deployed")
+    assert all(torch.equal(sim[k], dep[k]) for k in sim if not k.startswith("bank."))
+    for kind in ("online", "momentum"):
+        replies = transport.exchange(
+            dict.fromkeys(range(PROCESS_CLIENTS), Message("get_state", config={"model": kind}))
+        )
+        for c, reply in replies.items():
+            for name, array in reply.arrays.items():
+                assert torch.equal(torch.from_numpy(array), sim[f"bank.{kind}.{c}.{name}"])
+    transport.close()
+
+
+class KillingTransport(LocalSocketTransport):
+    """Kills client ``victim``'s process before the encode of step ``at``."""
+
+    def __init__(self, paths, process: subprocess.Popen, at: int) -> None:
+        super().__init__(paths)
+        self.process, self.at = process, at
+
+    def exchange(self, requests):
+        if next(iter(requests.values())).config.get("step") == self.at:
+            self.process.kill()
+            self.process.wait()
+        return super().exchange(requests)
+
+
+@pytest.mark.slow  # fresh Python processes
+def test_a_killed_client_process_is_dropped_and_the_run_finishes(
+    tmp_path, client_processes, caplog
+):
+    victim = 1
+    paths = {c: tmp_path / f"client{c}.sock" for c in range(PROCESS_CLIENTS)}
+    transport = KillingTransport(paths, client_processes[victim], at=3)
+    cfg = compose("train", tmp_path / "deployed", [*IN_PROCESSES, "trainer.log_every_n_steps=1"])
+    with caplog.at_level(logging.WARNING, logger="mocosfl.deploy"):
+        metrics = fit(cfg, clients=transport)
+    assert metrics["global_step"] == 10
+    assert f"client {victim}: connection lost" in caplog.text
+    history = np.genfromtxt(tmp_path / "deployed" / "history.csv", delimiter=",", names=True)
+    dropped = {
+        int(s): d for s, d in zip(history["step"], history["trainclients_dropped"]) if d == d
+    }
+    stream = DeployedClient.from_config(cfg, 0).stream
+    missed = sum(victim in stream.stream_positions(t)[0] for t in range(3, 10))
+    assert missed > 0 and dropped[9] == missed
+    transport.close()
+
+
+def test_a_packed_message_comes_back_as_it_was_and_nothing_else_unpacks():
+    message = Message(
+        "apply", {"query": np.arange(6, dtype=np.float32).reshape(2, 3)}, {"step": 3, "lr": 0.05}
+    )
+    back = unpack(pack(message))
+    assert (back.kind, back.config) == ("apply", {"step": 3, "lr": 0.05})
+    assert np.array_equal(back.arrays["query"], message.arrays["query"])
+    objects = Message("apply", {"query": np.array([{"code": "runs"}], dtype=object)})
+    with pytest.raises(ValueError):  # np.save needs pickle for objects; unpack never allows it
+        unpack(pack(objects))
+    for garbage in (b"", b"not an archive", pack(message)[:-10]):
+        with pytest.raises(PayloadRejected, match="not a packed message"):
+            unpack(garbage)
+
+
+def test_a_frame_longer_than_the_limit_is_refused_before_it_is_read():
+    left, right = socket.socketpair()
+    with left, right:
+        left.sendall(struct.pack(">Q", MAX_FRAME + 1))
+        with pytest.raises(PayloadRejected, match="more than"):
+            recv_frame(right)

@@ -1,5 +1,11 @@
-"""One data holder of a deployment: its client model and the messages it answers."""
+"""One data holder of a deployment: its client model and the messages it answers.
 
+``python -m mocosfl.deploy.client --partition-id K --socket PATH [overrides]`` serves client K
+of the run that ``mocosfl.train`` would start with ``overrides`` on the Unix socket ``PATH``.
+"""
+
+import argparse
+from collections.abc import Sequence
 from typing import Any
 
 import hydra
@@ -9,11 +15,14 @@ import torch
 from mocosfl.data import build_datamodule
 from mocosfl.data.stream import FederatedStepDataset
 from mocosfl.deploy import wire
+from mocosfl.deploy.local_socket import serve
 from mocosfl.deploy.wire import Message, PayloadRejected
 from mocosfl.errors import ConfigError
+from mocosfl.report.row_config import compose_train
 from mocosfl.sfl.clients import MODEL_KINDS, ClientBank
 from mocosfl.sfl.loop_clients import LoopClientBank
 from mocosfl.sfl.remote_clients import ONLINE_LATENTS
+from mocosfl.utils.run import user_errors, with_num_threads
 
 DTYPES = {
     "32-true": torch.float32,
@@ -130,3 +139,27 @@ class DeployedClient:
         state = wire.check_arrays(message, wire.expected_of(current))
         self.bank.set_states(kind, [0], {k: v[None] for k, v in state.items()})
         return Message("set_state")
+
+
+@with_num_threads
+def serve_client(cfg: Any, partition_id: int, socket_path: str) -> None:
+    """Build client ``partition_id`` of run config ``cfg`` and answer on ``socket_path``."""
+    client = DeployedClient.from_config(cfg, partition_id)
+    print(f"client {partition_id}: serving on {socket_path}", flush=True)
+    serve(client.handle, socket_path)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m mocosfl.deploy.client", description="Serve one client of a deployment."
+    )
+    parser.add_argument("--partition-id", type=int, required=True, help="which client")
+    parser.add_argument("--socket", required=True, help="the Unix socket to answer on")
+    parser.add_argument("overrides", nargs="*", help="the run's settings, as mocosfl.train's")
+    args = parser.parse_args(argv)
+    with user_errors():
+        serve_client(compose_train(args.overrides), args.partition_id, args.socket)
+
+
+if __name__ == "__main__":
+    main()

@@ -6,7 +6,10 @@ checked (names, shape, dtype, finite values, the step it belongs to) before it t
 one that fails is a :class:`PayloadRejected`, and its sender counts as missing the step.
 """
 
+import io
+import json
 import logging
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -93,3 +96,32 @@ def check_arrays(
             raise PayloadRejected(f"{message.kind}: {name} has values that are not finite")
         tensors[name] = torch.from_numpy(array.copy())
     return tensors
+
+
+HEADER = "__header__"  # the npz entry of a packed message that holds its kind and config
+
+
+def pack(message: Message) -> bytes:
+    """``message`` as bytes: an ``.npz`` archive of its arrays and a JSON header (no pickle)."""
+    if HEADER in message.arrays:
+        raise ValueError(f"an array may not be named {HEADER}")
+    header = json.dumps({"kind": message.kind, "config": message.config}).encode()
+    buffer = io.BytesIO()
+    np.savez(buffer, **{HEADER: np.frombuffer(header, np.uint8)}, **message.arrays)
+    return buffer.getvalue()
+
+
+def unpack(data: bytes) -> Message:
+    """The message :func:`pack` made; anything else is a :class:`PayloadRejected`."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            header = json.loads(archive[HEADER].tobytes())
+            arrays = {name: archive[name] for name in archive.files if name != HEADER}
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise PayloadRejected(f"not a packed message: {error}") from error
+    kind, config = header.get("kind"), header.get("config")
+    if not isinstance(kind, str) or not isinstance(config, dict):
+        raise PayloadRejected("not a packed message: its header lacks a kind or a config")
+    if not all(isinstance(v, int | float | str) for v in config.values()):
+        raise PayloadRejected("a packed message's config holds only numbers and strings")
+    return Message(kind, arrays, config)
