@@ -7,6 +7,7 @@ DATASET ?=
 EVAL ?= linear
 CKPT ?=
 ARGS ?=
+CLIENTS ?= 4
 PYTEST_ARGS ?=
 # make test runs this many pytest processes side by side (each test uses one CPU thread).
 TEST_WORKERS ?= 2
@@ -18,7 +19,7 @@ WANDB := $(VENV)/bin/wandb
 WANDB_LOGIN_CHECK = $(PY) -c "from mocosfl.utils.wandb_auth import wandb_api_key_configured as ok; raise SystemExit(not ok())" \
 	|| { echo "error: W&B sweeps need a W&B account: run $(WANDB) login (or set WANDB_API_KEY); without one, make sweep-local ARGS=\"key=a,b ...\" runs a grid as a Hydra multirun" >&2; exit 2; }
 
-.PHONY: help venv train eval attack overhead demo test test-fast lint bench study table compare sweep agent sweep-local clean
+.PHONY: help venv deploy-loopback train eval attack overhead demo test test-fast lint bench study table compare sweep agent sweep-local clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,7 +27,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,deploy]"
 	$(PY) -m ipykernel install --sys-prefix --name mocosfl --display-name "Python (mocosfl)"
 	touch $(STAMP)
 
@@ -34,6 +35,9 @@ venv: $(STAMP)  ## create .venv and install the project (done by every target on
 
 train: $(STAMP)  ## train: make train DATASET=cifar10|cifar100|imagefolder|synthetic ARGS="key=value ..." (default: cifar10, or a resumed run's)
 	$(PY) -m mocosfl.train $(if $(DATASET),data=$(DATASET)) $(ARGS)
+
+deploy-loopback: $(STAMP)  ## a deployment on this machine over Flower (TLS, SuperNode keys): make deploy-loopback CLIENTS=4 ARGS="..."
+	bash deploy/loopback.sh $(CLIENTS) $(ARGS)
 
 eval: $(STAMP)  ## evaluate a checkpoint: make eval CKPT=<run>/checkpoints/final.ckpt EVAL=linear|semi10|semi1|knn
 	$(PY) -m mocosfl.eval ckpt_path=$(CKPT) eval=$(EVAL) $(ARGS)

@@ -15,7 +15,8 @@ def names(requirements: list[str]) -> set[str]:
 
 def test_environment_yml_lists_the_pyproject_packages():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = names(project["dependencies"]) | names(project["optional-dependencies"]["dev"])
+    extras = project["optional-dependencies"]
+    wanted = names(project["dependencies"]) | names(extras["dev"]) | names(extras["deploy"])
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     listed = names([p for p in pip if not p.startswith("-e")])

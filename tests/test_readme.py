@@ -76,6 +76,7 @@ TINY: list[tuple[str, list[str]]] = [
 NOT_RUN = {
     "bash benchmarks/gpu_check.sh --tiny": "tests/test_gpu_check.py runs it",
     "bash benchmarks/gpu_check.sh": "needs a GPU",
+    "make deploy-loopback": "tests/test_deploy_flower.py runs deploy/loopback.sh (3 minutes)",
     "make study": "tests/test_study.py runs it on generated images; the real tier takes an hour",
     "make test": "the suite itself",
     "make test-fast": "the suite itself",

@@ -14,7 +14,7 @@ import torch
 
 from mocosfl.data import build_datamodule
 from mocosfl.data.stream import FederatedStepDataset
-from mocosfl.deploy import wire
+from mocosfl.deploy import tensors, wire
 from mocosfl.deploy.local_socket import serve
 from mocosfl.deploy.wire import Message, PayloadRejected
 from mocosfl.errors import ConfigError
@@ -106,7 +106,7 @@ class DeployedClient:
         }
         _, latents = self.bank.encode_pool(batch, bool(message.config.get("two_way", 0)))
         self.last_step, self._pending = step, (step, latents)
-        return Message("encode", wire.to_arrays(latents), {"step": step})
+        return Message("encode", tensors.to_arrays(latents), {"step": step})
 
     def _apply(self, message: Message) -> Message:
         if self._pending is None:
@@ -117,7 +117,7 @@ class DeployedClient:
         if not isinstance(lr, float) or not 0 <= lr < float("inf"):
             raise PayloadRejected(f"apply: learning rate {lr!r}, expected a float >= 0")
         online = {n: latents[n] for n in ONLINE_LATENTS if n in latents}
-        grads = wire.check_arrays(message, wire.expected_of(online), subset=True)
+        grads = tensors.check_arrays(message, tensors.expected_of(online), subset=True)
         self._pending = None
         torch.autograd.backward([online[n] for n in grads], list(grads.values()))
         self.bank.step([0], lambda _: lr)
@@ -131,12 +131,12 @@ class DeployedClient:
 
     def _get_state(self, message: Message) -> Message:
         rows = self.bank.states(self._model_kind(message), [0])
-        return Message("get_state", wire.to_arrays({k: v[0] for k, v in rows.items()}))
+        return Message("get_state", tensors.to_arrays({k: v[0] for k, v in rows.items()}))
 
     def _set_state(self, message: Message) -> Message:
         kind = self._model_kind(message)
         current = {k: v[0] for k, v in self.bank.states(kind, [0]).items()}
-        state = wire.check_arrays(message, wire.expected_of(current))
+        state = tensors.check_arrays(message, tensors.expected_of(current))
         self.bank.set_states(kind, [0], {k: v[None] for k, v in state.items()})
         return Message("set_state")
 

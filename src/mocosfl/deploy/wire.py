@@ -2,8 +2,10 @@
 
 A :class:`Message` is a kind, named arrays and a few scalars: the shape of a Flower message
 (an ``ArrayRecord`` and a ``ConfigRecord``), with nothing that unpickles. Every payload is
-checked (names, shape, dtype, finite values, the step it belongs to) before it touches a model;
-one that fails is a :class:`PayloadRejected`, and its sender counts as missing the step.
+checked (names, shape, dtype, finite values, the step it belongs to; :mod:`mocosfl.deploy.tensors`)
+before it touches a model; one that fails is a :class:`PayloadRejected`, and its sender counts
+as missing the step. Nothing here imports torch: Flower's ClientApp process, which only
+forwards messages, starts fast.
 """
 
 import io
@@ -15,13 +17,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-import torch
 
 log = logging.getLogger("mocosfl.deploy")
 
 Scalar = int | float | str
-# name -> (shape, dtype) that a payload's arrays must have
-Expected = Mapping[str, tuple[tuple[int, ...], np.dtype]]
 
 
 @dataclass
@@ -51,51 +50,11 @@ class PayloadRejected(ValueError):
     """A message that must not touch the model; the text says why (it is logged)."""
 
 
-def to_arrays(tensors: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """Tensors as owned host arrays (a copy: nothing is shared with the sender's models)."""
-    return {name: t.detach().cpu().numpy().copy() for name, t in tensors.items()}
-
-
-def expected_of(tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """The :data:`Expected` of arrays shaped and typed like ``tensors``."""
-    return {
-        name: (tuple(t.shape), np.dtype(torch.empty(0, dtype=t.dtype).numpy().dtype))
-        for name, t in tensors.items()
-    }
-
-
 def check_step(message: Message, step: int) -> None:
     """``message`` belongs to server step ``step``."""
     sent = message.config.get("step")
     if sent != step:
         raise PayloadRejected(f"{message.kind} for step {sent}, expected step {step}")
-
-
-def check_arrays(
-    message: Message, expected: Expected, *, subset: bool = False
-) -> dict[str, torch.Tensor]:
-    """The arrays of ``message`` as tensors, once every one has the name, shape and dtype of
-    ``expected`` and finite values. All names must be there, or with ``subset`` at least one."""
-    names, wanted = set(message.arrays), set(expected)
-    unknown, missing = sorted(names - wanted), sorted(wanted - names)
-    if unknown:
-        raise PayloadRejected(f"{message.kind}: unknown arrays {', '.join(unknown)}")
-    if missing and not (subset and names):
-        raise PayloadRejected(f"{message.kind}: missing arrays {', '.join(missing)}")
-    tensors = {}
-    for name, array in message.arrays.items():
-        shape, dtype = expected[name]
-        if not isinstance(array, np.ndarray) or array.dtype != dtype:
-            got = getattr(array, "dtype", type(array).__name__)
-            raise PayloadRejected(f"{message.kind}: {name} has dtype {got}, expected {dtype}")
-        if array.shape != shape:
-            raise PayloadRejected(
-                f"{message.kind}: {name} has shape {array.shape}, expected {shape}"
-            )
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise PayloadRejected(f"{message.kind}: {name} has values that are not finite")
-        tensors[name] = torch.from_numpy(array.copy())
-    return tensors
 
 
 HEADER = "__header__"  # the npz entry of a packed message that holds its kind and config

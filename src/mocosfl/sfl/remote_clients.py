@@ -15,16 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mocosfl.deploy.wire import (
-    ClientTransport,
-    Message,
-    PayloadRejected,
-    check_arrays,
-    check_step,
-    expected_of,
-    log,
-    to_arrays,
-)
+from mocosfl.deploy.tensors import check_arrays, expected_of, to_arrays
+from mocosfl.deploy.wire import ClientTransport, Message, PayloadRejected, check_step, log
 from mocosfl.errors import ConfigError
 from mocosfl.sfl.clients import ClientBank, OptimizerFactory, Rows
 
