@@ -64,12 +64,8 @@ class DeployedClient:
             raise ConfigError(
                 f"--partition-id {client_id}: this run has clients 0..{num_clients - 1}"
             )
-        default = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
+        with tensors.default_dtype(dtype):
             client = hydra.utils.instantiate(cfg.model).client
-        finally:
-            torch.set_default_dtype(default)
         optimizer = hydra.utils.instantiate(cfg.module.client_optimizer)
         bank = LoopClientBank(client, 1, optimizer, cfg.module.ema_decay)
         return cls(client_id, bank, datamodule.step_dataset(), dtype)

@@ -2,11 +2,12 @@
 deployment's logic without a network (the tests' reference, and a way to debug a deployment)."""
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torch
 
 from mocosfl.deploy.client import DeployedClient
+from mocosfl.deploy.tensors import default_dtype
 from mocosfl.deploy.wire import Message
 
 
@@ -14,17 +15,6 @@ def copy_message(message: Message) -> Message:
     """What the other side receives: its own arrays, nothing shared with the sender."""
     arrays = {name: array.copy() for name, array in message.arrays.items()}
     return Message(message.kind, arrays, dict(message.config))
-
-
-def own_process_defaults(handle: Callable[[Message], Message], message: Message) -> Message:
-    """``handle(message)`` with torch's default dtype of a fresh process, as a client in its
-    own process has it (the server may be inside Lightning's float64 context)."""
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    try:
-        return handle(message)
-    finally:
-        torch.set_default_dtype(default)
 
 
 class LoopbackTransport:
@@ -44,6 +34,9 @@ class LoopbackTransport:
                 replies[c] = None
                 continue
             self.sent[request.kind] += request.nbytes
-            replies[c] = copy_message(own_process_defaults(client.handle, copy_message(request)))
+            # torch's default dtype of a fresh process, as a client in its own process has it
+            # (the server may be inside Lightning's float64 context).
+            with default_dtype(torch.float32):
+                replies[c] = copy_message(client.handle(copy_message(request)))
             self.received[request.kind] += replies[c].nbytes
         return replies

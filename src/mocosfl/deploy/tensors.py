@@ -1,6 +1,7 @@
 """Payload arrays as tensors, checked against what the receiver expects."""
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -49,3 +50,14 @@ def check_arrays(
             raise PayloadRejected(f"{message.kind}: {name} has values that are not finite")
         tensors[name] = torch.from_numpy(array.copy())
     return tensors
+
+
+@contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """torch's default dtype set to ``dtype`` inside the block, restored after it."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)

@@ -39,6 +39,7 @@ class RemoteClientBank(ClientBank):
         self.model = copy.deepcopy(client)
         self.transport: ClientTransport | None = None
         self.latent_shape: tuple[int, ...] = ()
+        self._latent_spec: dict = {}  # latent name -> (shape, dtype) a client's reply must have
         self.client_batch_size = 0
         self.dropped = 0
         self._pending: tuple[int, list[int], dict[str, torch.Tensor]] | None = None
@@ -50,6 +51,10 @@ class RemoteClientBank(ClientBank):
         probe = torch.zeros(1, 3, image_size, image_size, dtype=parameter.dtype)
         with torch.no_grad():
             self.latent_shape = tuple(copy.deepcopy(self.model).eval()(probe).shape[1:])
+        shape = (client_batch_size, *self.latent_shape)
+        self._latent_spec = expected_of(
+            {n: torch.empty(shape, dtype=parameter.dtype) for n in latent_names(two_way=True)}
+        )
         self.transport, self.client_batch_size = transport, client_batch_size
 
     def _exchange(self, requests: dict[int, Message], step: int) -> dict[int, Message]:
@@ -86,9 +91,7 @@ class RemoteClientBank(ClientBank):
         names = latent_names(two_way)
         config = {"step": step, "two_way": int(two_way)}
         replies = self._exchange({c: Message("encode", config=config) for c in ids}, step)
-        parameter = next(self.model.parameters())
-        shape = (self.client_batch_size, *self.latent_shape)
-        expected = expected_of({n: torch.empty(shape, dtype=parameter.dtype) for n in names})
+        expected = {n: self._latent_spec[n] for n in names}
         answered, rows = [], []
         for c in ids:
             if c not in replies:
@@ -103,7 +106,8 @@ class RemoteClientBank(ClientBank):
         if not answered:
             self._pending = None
             return [], {}
-        latents = {n: torch.cat([r[n] for r in rows]).to(parameter.device) for n in names}
+        device = next(self.model.parameters()).device
+        latents = {n: torch.cat([r[n] for r in rows]).to(device) for n in names}
         for n in ONLINE_LATENTS:
             if n in latents:
                 latents[n].requires_grad_(True)
