@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import open_dict
 
-from mocosfl.costs.traffic import MB
 from mocosfl.deploy.client import DeployedClient
 from mocosfl.deploy.local_socket import MAX_FRAME, LocalSocketTransport, recv_frame
 from mocosfl.deploy.loopback import LoopbackTransport
 from mocosfl.deploy.wire import Message, PayloadRejected, pack, unpack
-from mocosfl.train import fit
+from mocosfl.train import fit, train
 
 from helpers import TINY, compose
 
@@ -79,19 +79,35 @@ def test_a_loopback_deployment_trains_what_the_simulation_trains(tmp_path, loss,
     assert sorted(sim["bank.steps"].tolist()) == [5, 5, 10, 10]  # pools differ: FedAvg matters
     for c, client in clients.items():
         for kind in ("online", "momentum"):
-            for name, row in client.bank.states(kind, [0]).items():
+            own = {k: v[0] for k, v in client.bank.states(kind, [0]).items()}
+            held = held_state(own, dep, c, kind)
+            for name, row in held.items():
                 # Exact: the same operations on the same numbers (measured: no difference in
                 # float32 either).
-                assert torch.equal(row[0], sim[f"bank.{kind}.{c}.{name}"]), (c, kind, name)
-        moved = client.bank.states("online", [0])
-        assert any(not torch.equal(moved[k], initial[c][k]) for k in moved)
-    # The cut layer's traffic on the wire is the cost accounting's, to the byte.
+                assert torch.equal(row, sim[f"bank.{kind}.{c}.{name}"]), (c, kind, name)
+            if kind == "online":
+                assert any(not torch.equal(held[k], initial[c][k][0]) for k in held)
+    # The traffic on the wire is the cost accounting's, to the byte: the cut layer's, the
+    # round's models up, and the average down to every client of the next round (the
+    # accounting also counts the last average's, which stays with the server).
     history = np.genfromtxt(tmp_path / "deployed" / "history.csv", delimiter=",", names=True)
     itemsize = torch.finfo(torch.float64 if precision == "64-true" else torch.float32).bits // 8
-    for kind, part in [("encode", "latents_up"), ("apply", "gradients_down")]:
-        computed = np.nanmax(history[f"cost{part}_mb_per_client_run"]) * NUM_CLIENTS * MB
-        on_wire = (transport.received if kind == "encode" else transport.sent)[kind]
-        assert on_wire == pytest.approx(computed * itemsize / 4, rel=1e-5), part
+    rounds = 2
+    shares = {"latents_up": 1, "gradients_down": 1, "model_up": 1}
+    shares["model_down"] = (rounds - 1) / rounds
+    for part, share in shares.items():
+        computed = np.nanmax(history[f"cost{part}_mb_per_client_run"]) * NUM_CLIENTS
+        on_wire = np.nanmax(history[f"deploy{part}_mb"])  # running totals, all clients
+        assert on_wire == pytest.approx(computed * share * itemsize / 4, rel=1e-5), part
+
+
+def held_state(own: dict, server: dict, c: int, kind: str) -> dict:
+    """The models ``kind`` that client ``c`` trains with next: its ``own``, or the server's last
+    average (``server``: the server's checkpoint) if it has not received it yet."""
+    if server["bank.delivered"][c] == server["bank.version"]:
+        return own
+    prefix = "bank.model." if kind == "online" else "bank.momentum_model."
+    return {k[len(prefix) :]: v for k, v in server.items() if k.startswith(prefix)}
 
 
 def encoded_client(tmp_path: Path) -> tuple[DeployedClient, int]:
@@ -180,6 +196,82 @@ def test_a_bad_or_missing_client_is_left_out_of_the_step_and_training_goes_on(tm
     assert dropped[3] == 1 and dropped[9] == 1 + died > 1
 
 
+class SyncRecorder(LoopbackTransport):
+    """Keeps every ``sync`` request in ``syncs`` (client, message)."""
+
+    def __init__(self, clients) -> None:
+        super().__init__(clients)
+        self.syncs: list[tuple[int, Message]] = []
+
+    def exchange(self, requests):
+        self.syncs += [(c, r) for c, r in requests.items() if r.kind == "sync"]
+        return super().exchange(requests)
+
+
+class RestartingTransport(SyncRecorder):
+    """Client ``victim`` is down for step ``down`` and comes back a fresh process (its initial
+    weights, no memory of the run) at the next step."""
+
+    def __init__(self, clients, cfg, victim: int, down: int) -> None:
+        super().__init__(clients)
+        self.cfg, self.victim, self.down = cfg, victim, down
+
+    def exchange(self, requests):
+        step = next(iter(requests.values())).config.get("step")
+        if step == self.down:
+            self.clients.pop(self.victim, None)
+        elif step is not None and step > self.down and self.victim not in self.clients:
+            self.clients[self.victim] = DeployedClient.from_config(self.cfg, self.victim)
+        return super().exchange(requests)
+
+
+def test_a_client_that_comes_back_starts_from_the_last_average(tmp_path, caplog):
+    cfg, clients = deployed_run(tmp_path, [])
+    pool, _ = clients[0].stream.stream_positions(5)  # the second round's
+    victim, other = int(pool[0]), int(pool[1])
+    transport = RestartingTransport(clients, cfg, victim, down=5)
+    with caplog.at_level(logging.WARNING, logger="mocosfl.deploy"):
+        assert fit(cfg, clients=transport)["global_step"] == 10
+    assert f"step 5: client {victim} did not answer sync" in caplog.text
+    came_back = [r for c, r in transport.syncs if c == victim and r.config["restart"]]
+    alive = [r for c, r in transport.syncs if c == other]
+    assert len(came_back) == 1 and len(alive) == 1 and not alive[0].config["restart"]
+    assert came_back[0].config["version"] == alive[0].config["version"] == 1
+    # The same average as the clients that stayed, momentum copy included (synced here).
+    assert came_back[0].arrays.keys() == alive[0].arrays.keys()
+    assert any(name.startswith("momentum.") for name in alive[0].arrays)
+    for name, array in alive[0].arrays.items():
+        assert np.array_equal(came_back[0].arrays[name], array)
+    rejoined = transport.clients[victim]
+    assert rejoined.last_step == 9  # it trained every later step of its round
+
+
+def test_a_resumed_deployment_gives_its_clients_the_average_and_trains_as_if_never_stopped(
+    tmp_path,
+):
+    """10 steps in one go equal 5 steps, SIGTERM after the FedAvg that ends them, and a resume
+    with fresh client processes (they start from the checkpoint's average)."""
+    # Client SGD without momentum: a restarted client has no optimizer state to lose.
+    common = ["sfl.client_optimizer.momentum=0", "callbacks.checkpoint.every_n_train_steps=100"]
+    cfg, clients = deployed_run(tmp_path, common)
+    fit(cfg, clients=LoopbackTransport(clients))
+    first = compose("train", tmp_path / "first", [*DEPLOYED, *common])
+    with open_dict(first):
+        first.callbacks.interrupt = {"_target_": "test_train.InterruptAt", "step": 5, "signum": 15}
+    first_clients = {c: DeployedClient.from_config(first, c) for c in range(NUM_CLIENTS)}
+    assert fit(first, clients=LoopbackTransport(first_clients))["step"] == 5
+    again = [*DEPLOYED, *common, f"resume={tmp_path / 'first'}"]  # as the clients start too
+    resumed = compose("train", tmp_path / "resumed", again)
+    fresh = {c: DeployedClient.from_config(resumed, c) for c in range(NUM_CLIENTS)}
+    transport = SyncRecorder(fresh)
+    assert train(resumed, clients=transport)["global_step"] == 10
+
+    assert transport.syncs and {r.config["restart"] for _, r in transport.syncs} == {1}
+    whole, dep = module_state(tmp_path / "deployed"), module_state(tmp_path / "resumed")
+    kept = [k for k in whole if k != "bank.delivered"]  # who holds the last average differs
+    assert kept and all(torch.equal(whole[k], dep[k]) for k in kept)
+
+
 # -- clients in their own processes ---------------------------------------------------------
 PROCESS_CLIENTS = 3
 IN_PROCESSES = [
@@ -238,8 +330,9 @@ def test_clients_in_their_own_processes_train_what_the_simulation_trains(
             dict.fromkeys(range(PROCESS_CLIENTS), Message("get_state", config={"model": kind}))
         )
         for c, reply in replies.items():
-            for name, array in reply.arrays.items():
-                assert torch.equal(torch.from_numpy(array), sim[f"bank.{kind}.{c}.{name}"])
+            own = {name: torch.from_numpy(array) for name, array in reply.arrays.items()}
+            for name, row in held_state(own, dep, c, kind).items():
+                assert torch.equal(row, sim[f"bank.{kind}.{c}.{name}"]), (c, kind, name)
     transport.close()
 
 

@@ -23,6 +23,7 @@ from mocosfl.data import build_datamodule
 from mocosfl.deploy.wire import ClientTransport
 from mocosfl.errors import ConfigError
 from mocosfl.privacy.taressfl import init_from_checkpoint
+from mocosfl.sfl.remote_clients import RemoteClientBank
 from mocosfl.utils.history import HistoryLogger
 from mocosfl.utils.plots import label_histogram
 from mocosfl.utils.resume import frozen_source, resume_checkpoint, resumed_config
@@ -94,8 +95,12 @@ def final_metrics(trainer: L.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
 
-def resume_command(run_dir: Path) -> str:
-    return f"python -m mocosfl.train resume={run_dir}"
+def resume_command(run_dir: Path, deployed: bool, more: str = "") -> str:
+    """The command that continues the run in ``run_dir`` (with the overrides ``more``)."""
+    overrides = f"resume={run_dir}{more}"
+    if deployed:  # the server and its clients start again together (docs/deployment.md)
+        return f'make deploy-loopback CLIENTS=<clients> ARGS="{overrides}"'
+    return f"python -m mocosfl.train {overrides}"
 
 
 def print_train_summary(
@@ -111,15 +116,16 @@ def print_train_summary(
         ("checkpoint", final if final.is_file() else checkpoints / "last.ckpt"),
         ("history", out_dir / "history.csv"),
     ]
+    deployed = isinstance(getattr(trainer.lightning_module, "bank", None), RemoteClientBank)
     if final.is_file():
         split = hasattr(trainer.lightning_module, "cut_layer")  # FL-MoCo has no latents to attack
         commands = [
             f"make eval CKPT={final}",
             *([f"make attack CKPT={final}"] if split else []),
-            f"{resume_command(out_dir)} trainer.max_steps=<more steps>",
+            resume_command(out_dir, deployed, " trainer.max_steps=<more steps>"),
         ]
     else:
-        commands = [resume_command(out_dir)]
+        commands = [resume_command(out_dir, deployed)]
     print_summary(title, rows, commands)
 
 
@@ -134,17 +140,17 @@ SUMMARY_METRICS = (
 )
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: DictConfig, clients: ClientTransport | None = None) -> dict[str, Any]:
     """Build everything from the config, fit, and write ``metrics.json``; returns its content.
 
     A resume (``resume=`` or ``ckpt_path=``) runs with the config rebuilt from its checkpoint.
     A run stopped by SIGINT or SIGTERM returns ``{"interrupted": <signal name>, ...}`` after
-    writing ``last.ckpt`` for its last step.
+    writing ``last.ckpt`` for its last step. ``clients``: as :func:`fit`'s.
     """
     ckpt_path = resume_checkpoint(cfg.get("resume"), cfg.get("ckpt_path"))
     if ckpt_path:  # before the thread count is set: the run's own decides float rounding
         cfg = resumed_config(cfg, load_checkpoint(ckpt_path))
-    return fit(cfg, ckpt_path)
+    return fit(cfg, ckpt_path, clients)
 
 
 @with_num_threads

@@ -52,7 +52,8 @@ class FedAvgCallback(L.Callback):
         if stats is None:
             return
         self.syncs += 1
-        log_now(trainer, {"fl/divergence": stats["divergence"], "fl/syncs": float(self.syncs)})
+        metrics = {"fl/divergence": stats["divergence"], "fl/syncs": float(self.syncs)}
+        log_now(trainer, {**metrics, **pl_module.bank.run_stats()})  # with the models' traffic
 
     def state_dict(self) -> dict:
         return {"syncs": self.syncs}

@@ -5,6 +5,7 @@ of the run that ``mocosfl.train`` would start with ``overrides`` on the Unix soc
 """
 
 import argparse
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -77,12 +78,15 @@ class DeployedClient:
             "encode": self._encode,
             "apply": self._apply,
             "get_state": self._get_state,
-            "set_state": self._set_state,
+            "sync": self._sync,
         }
+        started = time.perf_counter()
         try:
             if message.kind not in handlers:
                 raise PayloadRejected(f"unknown message kind {message.kind!r}")
-            return handlers[message.kind](message)
+            reply = handlers[message.kind](message)
+            reply.config["compute_s"] = time.perf_counter() - started
+            return reply
         except PayloadRejected as reason:
             wire.log.warning("client %d: refused %s: %s", self.client_id, message.kind, reason)
             return Message(message.kind, config={"error": str(reason)})
@@ -129,12 +133,23 @@ class DeployedClient:
         rows = self.bank.states(self._model_kind(message), [0])
         return Message("get_state", tensors.to_arrays({k: v[0] for k, v in rows.items()}))
 
-    def _set_state(self, message: Message) -> Message:
-        kind = self._model_kind(message)
-        current = {k: v[0] for k, v in self.bank.states(kind, [0]).items()}
-        state = tensors.check_arrays(message, tensors.expected_of(current))
-        self.bank.set_states(kind, [0], {k: v[None] for k, v in state.items()})
-        return Message("set_state")
+    def _sync(self, message: Message) -> Message:
+        """Load the last average: the online model, and the momentum copy if it is sent; a
+        ``restart`` (the server does not know this client's state) also takes any step next."""
+        with_momentum = any(name.startswith("momentum.") for name in message.arrays)
+        kinds = MODEL_KINDS if with_momentum else ("online",)
+        expected = {}
+        for kind in kinds:
+            state = {f"{kind}.{k}": v[0] for k, v in self.bank.states(kind, [0]).items()}
+            expected.update(tensors.expected_of(state))
+        state = tensors.check_arrays(message, expected)
+        for kind in kinds:
+            prefix = f"{kind}."
+            rows = {k[len(prefix) :]: v[None] for k, v in state.items() if k.startswith(prefix)}
+            self.bank.set_states(kind, [0], rows)
+        if message.config.get("restart"):
+            self.last_step, self._pending = -1, None
+        return Message("sync")
 
 
 @with_num_threads

@@ -25,7 +25,7 @@ from mocosfl.deploy.wire import Message, log
 MESSAGE_TYPES = {
     "encode": "train.encode",
     "apply": "train.apply",
-    "set_state": "train.set_state",
+    "sync": "train.sync",
     "get_state": "query.get_state",
 }
 PARTITION_TYPE = "query.partition"  # which client a SuperNode holds (its node config)

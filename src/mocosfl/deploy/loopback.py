@@ -1,7 +1,6 @@
 """Clients in the server's own process, reached through copies of every message: the
 deployment's logic without a network (the tests' reference, and a way to debug a deployment)."""
 
-from collections import Counter
 from collections.abc import Mapping
 
 import torch
@@ -18,13 +17,10 @@ def copy_message(message: Message) -> Message:
 
 
 class LoopbackTransport:
-    """A :class:`~mocosfl.deploy.wire.ClientTransport` to :class:`DeployedClient` objects;
-    ``sent`` (to the clients) and ``received`` count the array bytes by message kind."""
+    """A :class:`~mocosfl.deploy.wire.ClientTransport` to :class:`DeployedClient` objects."""
 
     def __init__(self, clients: Mapping[int, DeployedClient]) -> None:
         self.clients = dict(clients)
-        self.sent: Counter[str] = Counter()
-        self.received: Counter[str] = Counter()
 
     def exchange(self, requests: Mapping[int, Message]) -> dict[int, Message | None]:
         replies: dict[int, Message | None] = {}
@@ -33,10 +29,8 @@ class LoopbackTransport:
             if client is None:  # not connected: it does not answer
                 replies[c] = None
                 continue
-            self.sent[request.kind] += request.nbytes
             # torch's default dtype of a fresh process, as a client in its own process has it
             # (the server may be inside Lightning's float64 context).
             with default_dtype(torch.float32):
                 replies[c] = copy_message(client.handle(copy_message(request)))
-            self.received[request.kind] += replies[c].nbytes
         return replies

@@ -25,9 +25,10 @@ def compose_run(overrides: list[str], output_dir: str) -> DictConfig:
 
 
 def train_with(cfg: DictConfig, clients: ClientTransport) -> dict[str, Any]:
-    """Validate ``cfg`` as ``mocosfl.train`` does and train with the ``remote`` engine."""
+    """Validate ``cfg`` as ``mocosfl.train`` does and train (or, with ``resume=``, go on
+    training) with the ``remote`` engine."""
     from mocosfl.config import validate_config
-    from mocosfl.train import fit
+    from mocosfl.train import train
 
     validate_config(cfg)
-    return fit(cfg, clients=clients)
+    return train(cfg, clients)

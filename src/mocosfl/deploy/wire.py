@@ -25,7 +25,7 @@ Scalar = int | float | str
 
 @dataclass
 class Message:
-    """``kind`` (encode | apply | get_state | set_state), ``arrays`` (name -> ndarray) and
+    """``kind`` (sync | encode | apply | get_state), ``arrays`` (name -> ndarray) and
     ``config`` (name -> int | float | str; ``step`` is the server step it belongs to, ``error``
     the reason a client refused the request)."""
 

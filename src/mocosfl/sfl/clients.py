@@ -35,8 +35,6 @@ class ClientBank(nn.Module, ABC):
         steps: [N] long, optimizer steps each client took (drives the legacy client schedule).
     """
 
-    dropped = 0  # clients left out of a step so far: remote ones that did not answer
-
     def __init__(
         self,
         client: nn.Module,
@@ -148,6 +146,11 @@ class ClientBank(nn.Module, ABC):
         self.steps[index] += 1
         self.participated[index] = True
 
+    def run_stats(self) -> dict[str, float]:
+        """Running totals of a deployment's traffic, time and missing clients, by metric name
+        (none here: simulated clients always answer)."""
+        return {}
+
     # -- several processes (DDP) ------------------------------------------------------------
     def client_rows(self, ids: Sequence[int]) -> Rows:
         """Everything a client carries from step to step: both models, SGD state, step count."""
@@ -228,12 +231,20 @@ class ClientBank(nn.Module, ABC):
             return None
         avg = self.average_rows(ids, rows)
         stats = {"divergence": self.divergence_rows(rows, avg), "pool_size": float(len(ids))}
-        everyone = range(self.num_clients)
-        if sync_momentum:
-            avg_momentum = self.average_rows(*self.pool_states("momentum", ids))
-            self.set_states("momentum", everyone, {k: v[None] for k, v in avg_momentum.items()})
-        self.set_states("online", everyone, {k: v[None] for k, v in avg.items()})
+        momentum = self.average_rows(*self.pool_states("momentum", ids)) if sync_momentum else None
+        self.load_average(avg, momentum)
         return stats
+
+    @torch.no_grad()
+    def load_average(
+        self, online: dict[str, torch.Tensor], momentum: dict[str, torch.Tensor] | None
+    ) -> None:
+        """Give every client the online model state ``online`` and, unless None, the momentum
+        copy state ``momentum`` (remote clients get them when they next train)."""
+        everyone = range(self.num_clients)
+        if momentum is not None:
+            self.set_states("momentum", everyone, {k: v[None] for k, v in momentum.items()})
+        self.set_states("online", everyone, {k: v[None] for k, v in online.items()})
 
     @torch.no_grad()
     def averaged_client(self) -> nn.Module:
@@ -250,9 +261,7 @@ class ClientBank(nn.Module, ABC):
     @torch.no_grad()
     def load_client(self, state: dict[str, torch.Tensor]) -> None:
         """Give every client and every momentum copy the client model state ``state``."""
-        rows = {k: v[None] for k, v in state.items()}
-        for kind in MODEL_KINDS:
-            self.set_states(kind, range(self.num_clients), rows)
+        self.load_average(state, state)
 
 
 @torch.no_grad()

@@ -193,8 +193,9 @@ class MocoSFL(ClientRunState, L.LightningModule):
         two_way = self.loss_mode == "two_way"
         # Clients: the pool's latents (remote clients that did not answer are left out).
         ids, latents = self.bank.encode_pool(batch, two_way)
-        # Remote clients left out of steps so far (a running total survives sparse logging).
-        self.log("train/clients_dropped", float(self.bank.dropped))
+        # Running totals (they survive sparse logging): remote clients left out, bytes, time.
+        for name, value in self.bank.run_stats().items():
+            self.log(name, value)
         if not ids:
             return None  # nobody answered: the step is skipped
         query_latents, key_latents = latents["query"], latents["key"]
