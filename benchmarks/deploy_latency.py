@@ -28,6 +28,7 @@ its cores with the server.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -46,7 +47,8 @@ from mocosfl.deploy.server import compose_run
 from mocosfl.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ("simulation", "processes", "flower")
+MODES = ("simulation", "processes", "flower", "flower-3s")
+POLLS = {"flower": 0.1, "flower-3s": 3.0}  # the server's pull interval; 3 s: Grid.send_and_receive
 PARTS = ("latents_up", "gradients_down", "model_up", "model_down")
 
 
@@ -168,8 +170,10 @@ def measure_processes(args: argparse.Namespace, clients: int, folder: Path) -> d
     }
 
 
-def measure_flower(args: argparse.Namespace, clients: int, folder: Path) -> dict[str, Any]:
-    env = {**os.environ, "DEPLOY_DIR": str(folder), "PY": sys.executable}
+def measure_flower(
+    args: argparse.Namespace, clients: int, folder: Path, poll: float
+) -> dict[str, Any]:
+    env = {**os.environ, "DEPLOY_DIR": str(folder), "PY": sys.executable, "POLL": str(poll)}
     command = ["bash", str(ROOT / "deploy" / "loopback.sh"), str(clients)]
     overrides = [o for o in run_overrides(args, clients) if not o.startswith("sfl.num_clients")]
     done = subprocess.run([*command, *overrides], cwd=ROOT, env=env, capture_output=True, text=True)
@@ -181,16 +185,27 @@ def measure_flower(args: argparse.Namespace, clients: int, folder: Path) -> dict
     }
 
 
-def measure_memory(args: argparse.Namespace, folder: Path) -> dict[int, dict[str, float]]:
+def import_mb(module: str) -> float:
+    """Resident memory (MB) of a fresh Python process once it has imported ``module``."""
+    code = (
+        f"import {module}; from pathlib import Path; print(Path('/proc/self/status').read_text())"
+    )
+    status = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    line = next(row for row in status.splitlines() if row.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def measure_memory(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     """Peak resident memory of one client process (ResNet-18 at ``--memory-width``, one image a
-    step) at cut layers 1, 2 and 3, and its memory once built, before its first step."""
+    step) at cut layers 1, 2 and 3, its memory once built, before its first step, and what a
+    process holds after importing torch alone and after importing the client's code."""
     out = {}
     for cut in (1, 2, 3):
         settings = argparse.Namespace(**{**vars(args), "cut_layer": cut, "batch": 1})
         settings.width = args.memory_width
         overrides = run_overrides(settings, 1)
         where = folder / f"cut{cut}"
-        where.mkdir()
+        where.mkdir(parents=True)
         processes = start_clients(overrides, 1, where)
         built = memory_mb(processes[0].pid)["VmRSS"]
         transport = LocalSocketTransport({0: where / "client0.sock"})
@@ -207,16 +222,18 @@ def measure_memory(args: argparse.Namespace, folder: Path) -> dict[int, dict[str
             "activation_mb": float(np.nanmax(history["costclient_activation_mb_per_image"])),
         }
         out[cut] = {"built_mb": built, "peak_mb": peak, "training_mb": peak - built, **computed}
-    return out
+    imports = {"torch": import_mb("torch"), "client": import_mb("mocosfl.deploy.client")}
+    return {"imports_mb": imports, "cuts": out}
 
 
 def print_report(results: dict[str, Any]) -> None:
-    print("\nseconds a step (after warm-up); deployed steps split into client | transport | server")
-    print("| clients | simulation | processes | flower | flower - processes |")
-    print("|---:|---:|---:|---:|---:|")
+    measured = [m for m in MODES if any(m in modes for modes in results["steps"].values())]
+    print("\nseconds a step (after warm-up); deployed steps split into client / transport / server")
+    print("| clients | " + " | ".join(measured) + " | flower - processes |")
+    print("|---:|" + "---:|" * (len(measured) + 1))
     for n, modes in results["steps"].items():
         cells = []
-        for mode in MODES:
+        for mode in measured:
             split = modes.get(mode, {}).get("split")
             if split is None:
                 cells.append("-")
@@ -232,7 +249,7 @@ def print_report(results: dict[str, Any]) -> None:
         cells.append("-" if extra is None else f"{extra:.3f}")
         print(f"| {n} | " + " | ".join(cells) + " |")
     for n, modes in results["steps"].items():
-        for mode in ("processes", "flower"):
+        for mode in measured:
             traffic = modes.get(mode, {}).get("traffic")
             if traffic:
                 print(f"\nMB on the wire, {n} clients, {mode} (all clients, the whole run)")
@@ -247,17 +264,20 @@ def print_report(results: dict[str, Any]) -> None:
         print("\none client process, batch 1: resident memory (MB) and the accounting's figures")
         print("| cut | built | peak | peak - built | client params | activations/image (MB) |")
         print("|---:|---:|---:|---:|---:|---:|")
-        for cut, m in results["memory"].items():
+        for cut, m in results["memory"]["cuts"].items():
             print(
                 f"| {cut} | {m['built_mb']:.1f} | {m['peak_mb']:.1f} | {m['training_mb']:.1f} | "
                 f"{m['params']:.0f} | {m['activation_mb']:.3f} |"
             )
+        imports = results["memory"]["imports_mb"]
+        print(f"a process after importing torch: {imports['torch']:.1f} MB, after importing")
+        print(f"the client's code (torch, Lightning, Hydra): {imports['client']:.1f} MB")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, nargs="*", default=[1, 4, 16])
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES[:3]))
     parser.add_argument("--steps", type=int, default=6, help="timed steps")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--sync-every", type=int, default=4, help="steps a FedAvg round")
@@ -273,9 +293,10 @@ def main(argv: list[str] | None = None) -> None:
     measure = {
         "simulation": measure_simulation,
         "processes": measure_processes,
-        "flower": measure_flower,
+        **{mode: functools.partial(measure_flower, poll=poll) for mode, poll in POLLS.items()},
     }
     results: dict[str, Any] = {"settings": {k: str(v) for k, v in vars(args).items()}, "steps": {}}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         for n in args.clients:
             results["steps"][n] = {}
@@ -284,11 +305,11 @@ def main(argv: list[str] | None = None) -> None:
                 folder.mkdir()
                 print(f"deploy_latency: {n} clients, {mode}", file=sys.stderr, flush=True)
                 results["steps"][n][mode] = measure[mode](args, n, folder)
+                args.json.write_text(json.dumps(results, indent=1))  # kept if a later one fails
         if args.memory:
             print("deploy_latency: client memory at cuts 1-3", file=sys.stderr, flush=True)
             results["memory"] = measure_memory(args, Path(scratch) / "memory")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=1))
+            args.json.write_text(json.dumps(results, indent=1))
     print_report(results)
 
 

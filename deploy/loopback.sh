@@ -7,6 +7,7 @@
 #
 # N clients (sfl.num_clients=N); the overrides are mocosfl.train's. Everything goes to
 # $DEPLOY_DIR (default logs/deploy/<date>_<time>): credentials/, *.log, and the run in run/.
+# $POLL: seconds between the server's pulls of the clients' replies (default 0.1).
 set -euo pipefail
 N=${1:?usage: bash deploy/loopback.sh N [overrides ...]}
 shift
@@ -46,8 +47,8 @@ for k in $(seq 0 $((N - 1))); do
         --auth-supernode-private-key "$C/node$k" --port "$(free_port)" \
         --node-config "partition-id=$k mocosfl-socket=\"$DIR/client$k.sock\"" > "$DIR/supernode$k.log" 2>&1 &
 done
-"$PY" -c 'import json, sys; print(f"overrides = {json.dumps(sys.argv[1])}\noutput-dir = {json.dumps(sys.argv[2])}")' \
-    "$OVERRIDES" "$DIR/run" > "$DIR/run.toml"
+"$PY" -c 'import json, sys; print(f"overrides = {json.dumps(sys.argv[1])}\noutput-dir = {json.dumps(sys.argv[2])}\npoll-interval = {float(sys.argv[3])}")' \
+    "$OVERRIDES" "$DIR/run" "${POLL:-0.1}" > "$DIR/run.toml"
 echo "deploy: $N clients, SuperLink at 127.0.0.1:$PORT; logs in $DIR"
 flwr run deploy/flower loopback --stream --run-config "$DIR/run.toml" > "$DIR/flwr-run.log" 2>&1 || true
 if [ ! -f "$DIR/run/checkpoints/final.ckpt" ]; then

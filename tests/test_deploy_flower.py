@@ -9,10 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_deploy import IN_PROCESSES, PROCESS_CLIENTS, module_state
 
+from mocosfl.deploy.client import DeployedClient
 from mocosfl.deploy.credentials import write_credentials
 from mocosfl.train import fit
 
@@ -43,6 +45,35 @@ def test_a_flower_deployment_trains_what_the_simulation_trains(tmp_path):
     assert all(
         torch.equal(final[0]["client"][k], final[1]["client"][k]) for k in final[0]["client"]
     )
+
+
+@pytest.mark.slow  # fresh processes: a SuperLink, SuperNodes, clients and Flower's apps
+@pytest.mark.long(seconds=120)
+def test_a_client_process_killed_under_flower_is_dropped_and_the_run_finishes(tmp_path):
+    deploy = tmp_path / "deploy"
+    env = {**os.environ, "DEPLOY_DIR": str(deploy), "PY": sys.executable}
+    settings = [o for o in IN_PROCESSES if not o.startswith("trainer.max_steps")]
+    settings += ["trainer.max_steps=4", "trainer.log_every_n_steps=1"]
+    script = [str(ROOT / "deploy" / "loopback.sh"), str(PROCESS_CLIENTS), *settings]
+    run = subprocess.Popen(
+        ["bash", *script], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    history = deploy / "run" / "history.csv"
+    deadline = time.monotonic() + 600
+    while not (history.is_file() and len(history.read_text().splitlines()) > 1):
+        assert run.poll() is None and time.monotonic() < deadline, run.stdout.read().decode()
+        time.sleep(0.5)
+    stream = DeployedClient.from_config(compose("train", tmp_path / "plan", settings), 0).stream
+    victim = int(stream.stream_positions(1)[0][0])  # in the pool of every later step
+    # After the first step: its process goes, its SuperNode stays.
+    process = f"deploy.client --partition-id {victim} --socket {deploy / f'client{victim}.sock'}"
+    subprocess.run(["pkill", "-f", process], check=True)
+    out = run.communicate(timeout=600)[0].decode()
+    assert run.returncode == 0 and "deploy: done" in out, out
+    log = (deploy / "flwr-run.log").read_text()
+    assert f"client {victim}: " in log and "Traceback" not in out
+    rows = np.genfromtxt(history, delimiter=",", names=True)
+    assert np.nanmax(rows["trainclients_dropped"]) >= 1
 
 
 def start(command: list[str], log: Path) -> subprocess.Popen:

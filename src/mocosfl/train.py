@@ -98,8 +98,8 @@ def final_metrics(trainer: L.Trainer) -> dict[str, float]:
 def resume_command(run_dir: Path, deployed: bool, more: str = "") -> str:
     """The command that continues the run in ``run_dir`` (with the overrides ``more``)."""
     overrides = f"resume={run_dir}{more}"
-    if deployed:  # the server and its clients start again together (docs/deployment.md)
-        return f'make deploy-loopback CLIENTS=<clients> ARGS="{overrides}"'
+    if deployed:  # the clients start again too, built from the run's settings
+        return f'make deploy-loopback CLIENTS=<clients> ARGS="<its overrides> {overrides}"'
     return f"python -m mocosfl.train {overrides}"
 
 
@@ -195,6 +195,7 @@ def fit(
         )
     if clients is not None:
         module.bank.connect(clients, datamodule.image_size, datamodule.plan.client_batch_size)
+        datamodule.step_dataset().views = False  # the clients make their own
     module.run_config, module.run_source = run_config, run_source
     if "init_from" in cfg:  # TAResSFL stage 2 starts from the stage-1 expert
         init_from_checkpoint(module, cfg.init_from, cfg.get("expert_target_fraction"))

@@ -54,6 +54,9 @@ class FederatedStepDataset(Dataset):
     sliced, ``pool`` stays whole. The whole batch is drawn and augmented first, so no image or
     augmentation depends on the rank.
 
+    With ``views`` False (a deployment's server, whose clients make their own views with
+    :meth:`client_views`) item ``t`` holds ``client_ids``, ``pool`` and ``step`` only.
+
     ``plan`` (:class:`~mocosfl.sfl.plan.FederatedPlan`) says which clients train at which step;
     a code epoch not set in it is one pass over client 0's images. ``seed`` drives the streams
     and the augmentation.
@@ -77,6 +80,7 @@ class FederatedStepDataset(Dataset):
         self.seed = int(seed)
         self.augmentation = augmentation
         self.shard = (0, 1)
+        self.views = True
         self._reset_cache()
 
     @property
@@ -167,6 +171,8 @@ class FederatedStepDataset(Dataset):
     def __getitem__(self, t: int) -> dict:
         t = int(t)
         pool, idx = self.indices_for_step(t)
+        if not self.views:
+            return {"client_ids": torch.from_numpy(pool), "pool": torch.from_numpy(pool), "step": t}
         p, b = idx.shape
         x = self.images[torch.from_numpy(idx.reshape(-1))]
         gen = torch.Generator().manual_seed(step_seed(self.seed, t))

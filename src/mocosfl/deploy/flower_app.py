@@ -74,10 +74,26 @@ def partition(message: FlowerMessage, context: Context) -> FlowerMessage:
 class FlowerTransport:
     """A :class:`~mocosfl.deploy.wire.ClientTransport` through a Flower ``Grid``: client c is the
     SuperNode whose node config says ``partition-id=c``. A SuperNode that has not answered after
-    ``timeout`` seconds, or whose ClientApp failed, does not answer."""
+    ``timeout`` seconds, or whose ClientApp failed, does not answer. Replies are pulled every
+    ``poll`` seconds (``Grid.send_and_receive`` waits 3 s between pulls, Flower 1.42)."""
 
-    def __init__(self, grid: Grid, nodes: Mapping[int, int], timeout: float) -> None:
-        self.grid, self.nodes, self.timeout = grid, dict(nodes), timeout
+    def __init__(
+        self, grid: Grid, nodes: Mapping[int, int], timeout: float, poll: float = 0.1
+    ) -> None:
+        self.grid, self.nodes, self.timeout, self.poll = grid, dict(nodes), timeout, poll
+
+    def send_and_receive(self, messages: list[FlowerMessage]) -> list[FlowerMessage]:
+        """The replies to ``messages`` that come within the timeout."""
+        waiting = set(self.grid.push_messages(messages))
+        deadline = time.monotonic() + self.timeout
+        replies: list[FlowerMessage] = []
+        while waiting and time.monotonic() < deadline:
+            pulled = list(self.grid.pull_messages(waiting))
+            waiting -= {reply.metadata.reply_to_message_id for reply in pulled}
+            replies += pulled
+            if waiting:
+                time.sleep(self.poll)
+        return replies
 
     def exchange(self, requests: Mapping[int, Message]) -> dict[int, Message | None]:
         replies: dict[int, Message | None] = dict.fromkeys(requests)
@@ -90,7 +106,7 @@ class FlowerTransport:
             )
             for node, c in clients.items()
         ]
-        for reply in self.grid.send_and_receive(messages, timeout=self.timeout):
+        for reply in self.send_and_receive(messages):
             c = clients[reply.metadata.src_node_id]
             if reply.has_error():
                 log.warning("client %d: %s", c, reply.error.reason)
@@ -133,4 +149,5 @@ def serve(grid: Grid, context: Context) -> None:
     missing = sorted(set(range(num_clients)) - set(nodes))
     if missing:
         log.warning("training without clients %s: their SuperNodes did not connect", missing)
-    train_with(cfg, FlowerTransport(grid, nodes, float(run["timeout"])))
+    transport = FlowerTransport(grid, nodes, float(run["timeout"]), float(run["poll-interval"]))
+    train_with(cfg, transport)
