@@ -95,6 +95,8 @@ def test_a_loopback_deployment_trains_what_the_simulation_trains(tmp_path, loss,
     rounds = 2
     shares = {"latents_up": 1, "gradients_down": 1, "model_up": 1}
     shares["model_down"] = (rounds - 1) / rounds
+    wire = {n for n in history.dtype.names if n.startswith("deploy") and n.endswith("_mb")}
+    assert wire == {f"deploy{part}_mb" for part in shares}
     for part, share in shares.items():
         computed = np.nanmax(history[f"cost{part}_mb_per_client_run"]) * NUM_CLIENTS
         on_wire = np.nanmax(history[f"deploy{part}_mb"])  # running totals, all clients

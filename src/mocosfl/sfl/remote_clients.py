@@ -111,7 +111,8 @@ class RemoteClientBank(ClientBank):
         for c, request in requests.items():
             reply = replies.get(c)
             sent, received = TRAFFIC[request.kind]
-            self.megabytes[sent] += request.nbytes / MB if sent else 0
+            if sent:
+                self.megabytes[sent] += request.nbytes / MB
             if received and reply is not None:
                 self.megabytes[received] += reply.nbytes / MB
             if reply is None or "error" in reply.config:
