@@ -304,9 +304,22 @@ def start_client_processes(tmp_path: Path, overrides: list[str]) -> dict[int, su
     return processes
 
 
+def at_precision(precision: str) -> list[str]:
+    return [
+        *(o for o in IN_PROCESSES if not o.startswith("trainer.precision")),
+        f"trainer.precision={precision}",
+    ]
+
+
 @pytest.fixture
-def client_processes(tmp_path):
-    processes = start_client_processes(tmp_path, IN_PROCESSES)
+def precision() -> str:
+    """The trainer precision of :func:`client_processes`: float64 unless a test parametrizes it."""
+    return "64-true"
+
+
+@pytest.fixture
+def client_processes(tmp_path, precision):
+    processes = start_client_processes(tmp_path, at_precision(precision))
     yield processes
     for process in processes.values():
         process.kill()
@@ -318,12 +331,16 @@ def socket_transport(tmp_path: Path) -> LocalSocketTransport:
 
 
 @pytest.mark.slow  # fresh Python processes
+@pytest.mark.parametrize("precision", ["64-true", "32-true"])
 def test_clients_in_their_own_processes_train_what_the_simulation_trains(
-    tmp_path, client_processes
+    tmp_path, client_processes, precision
 ):
-    fit(compose("train", tmp_path / "simulated", IN_PROCESSES))
+    # Exact in float32 as well: both sides run the same operations on the same numbers, and the
+    # wire carries them unchanged.
+    settings = at_precision(precision)
+    fit(compose("train", tmp_path / "simulated", settings))
     transport = socket_transport(tmp_path)
-    fit(compose("train", tmp_path / "deployed", IN_PROCESSES), clients=transport)
+    fit(compose("train", tmp_path / "deployed", settings), clients=transport)
 
     sim, dep = module_state(tmp_path / "simulated"), module_state(tmp_path / "deployed")
     assert all(torch.equal(sim[k], dep[k]) for k in sim if not k.startswith("bank."))
