@@ -77,7 +77,7 @@ def cifar10_root(tmp_path_factory) -> Path:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Place the long tests so that ``pytest -n W --dist worksteal`` (``make test``) runs them
     side by side: that scheduler gives each worker one contiguous W-th of the list, so the long
-    tests, longest first, are dealt round-robin to the heads of those W parts."""
+    tests, longest first, each go to the head of the part with the fewest seconds so far."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))  # set in each worker
 
     def seconds(item: pytest.Item) -> float:
@@ -85,7 +85,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     long = sorted((i for i in items if i.get_closest_marker("long")), key=seconds, reverse=True)
     rest = [i for i in items if not i.get_closest_marker("long")]
-    heads = [long[w::workers] for w in range(workers)]
+    heads: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    for item in long:
+        min(heads, key=lambda head: sum(map(seconds, head))).append(item)
     size = len(items) // workers  # the part sizes as worksteal cuts them
     ordered: list[pytest.Item] = []
     others = iter(rest)

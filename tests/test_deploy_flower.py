@@ -24,7 +24,7 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.mark.slow  # fresh processes: a SuperLink, SuperNodes, clients and Flower's apps
-@pytest.mark.long(seconds=200)
+@pytest.mark.long(seconds=270)
 def test_a_flower_deployment_trains_what_the_simulation_trains(tmp_path):
     env = {**os.environ, "DEPLOY_DIR": str(tmp_path / "deploy"), "PY": sys.executable}
     script = [str(ROOT / "deploy" / "loopback.sh"), str(PROCESS_CLIENTS), *IN_PROCESSES]
@@ -48,7 +48,7 @@ def test_a_flower_deployment_trains_what_the_simulation_trains(tmp_path):
 
 
 @pytest.mark.slow  # fresh processes: a SuperLink, SuperNodes, clients and Flower's apps
-@pytest.mark.long(seconds=120)
+@pytest.mark.long(seconds=140)
 def test_a_client_process_killed_under_flower_is_dropped_and_the_run_finishes(tmp_path):
     deploy = tmp_path / "deploy"
     env = {**os.environ, "DEPLOY_DIR": str(deploy), "PY": sys.executable}

@@ -21,7 +21,7 @@ def positive(value) -> bool:
 
 
 @pytest.mark.slow  # about a minute: one process for the step times, one per training run
-@pytest.mark.long(seconds=60)
+@pytest.mark.long(seconds=75)
 def test_tiny_run_writes_every_measurement(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": sys.executable, "TMPDIR": str(tmp_path)}

@@ -41,12 +41,12 @@ BYOL_HEADS = [
     "module.predictor_hidden_dim=512",
 ]
 METHODS = [
-    pytest.param("mocosfl", [], marks=pytest.mark.long(seconds=140), id="mocosfl"),
-    pytest.param("flmoco", FL_SSL_CLIENTS, marks=pytest.mark.long(seconds=180), id="flmoco"),
+    pytest.param("mocosfl", [], marks=pytest.mark.long(seconds=125), id="mocosfl"),
+    pytest.param("flmoco", FL_SSL_CLIENTS, marks=pytest.mark.long(seconds=110), id="flmoco"),
     pytest.param(
         "fedbyol",
         [*FL_SSL_CLIENTS, *BYOL_HEADS],
-        marks=pytest.mark.long(seconds=180),
+        marks=pytest.mark.long(seconds=150),
         id="fedbyol",
     ),
 ]

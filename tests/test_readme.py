@@ -187,7 +187,7 @@ def last_lines(output: str, n: int = 3) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.long(seconds=400)
+@pytest.mark.long(seconds=530)
 def test_every_readme_command_runs_as_written(tmp_path):
     blocks = shell_blocks(README.read_text())
     assert len(blocks) > 10, "the README lost its shell blocks"

@@ -212,7 +212,7 @@ REAL_DECODER = AttackSettings(steps=300, width=16, num_blocks=1)
 
 
 @pytest.mark.slow
-@pytest.mark.long(seconds=60)
+@pytest.mark.long(seconds=110)
 def test_stage1_defence_raises_the_attack_mse_on_real_cifar10(compose_train, cifar10_root):
     results = {}
     for alpha in (0.0, 2.0):
