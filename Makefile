@@ -10,7 +10,7 @@ ARGS ?=
 CLIENTS ?= 4
 PYTEST_ARGS ?=
 # make test runs this many pytest processes side by side (each test uses one CPU thread).
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 RUNS ?= logs
 SWEEP ?=
 SWEEP_ID ?=
