@@ -61,3 +61,13 @@ def test_partition_figure_fits_its_title_and_legend(num_clients):
         assert box.x0 <= extent.x0 and extent.x1 <= box.x1, (extent, box)
         assert box.y0 <= extent.y0 and extent.y1 <= box.y1, (extent, box)
     assert not ax.get_window_extent(renderer).overlaps(legends[0].get_window_extent(renderer))
+
+
+def test_partition_figure_is_one_area_a_class_topped_by_each_clients_total():
+    """At 1000 clients too: ten shapes to draw, not a bar for every client and class."""
+    counts = np.random.default_rng(1).integers(0, 50, (1000, 10))
+    (ax,) = label_histogram(counts, CIFAR10).axes
+    assert len(ax.collections) == 10 and not ax.patches
+    corners = {tuple(v) for v in ax.collections[-1].get_paths()[0].vertices.round(6)}
+    for client, total in enumerate(counts.sum(axis=1)):
+        assert {(client - 0.5, total), (client + 0.5, total)} <= corners, client

@@ -74,12 +74,13 @@ def save_partition(datamodule: Any, trainer: L.Trainer, out_dir: Path) -> None:
     np.savez_compressed(out_dir / "partition.npz", **datamodule.partition_state())
     fig = label_histogram(datamodule.label_counts(), datamodule.classes)
     fig.savefig(out_dir / "partition.png", dpi=100)
+    plt.close(fig)
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             import wandb
 
-            logger.experiment.log({"data/partition": wandb.Image(fig)})
-    plt.close(fig)
+            # The saved file, not the figure: wandb.Image(fig) would draw it a second time.
+            logger.experiment.log({"data/partition": wandb.Image(str(out_dir / "partition.png"))})
 
 
 def run_config_of(cfg: DictConfig) -> dict[str, Any]:

@@ -34,18 +34,24 @@ def label_histogram(counts: np.ndarray, classes: list[str] | None = None) -> plt
     legend_inches = _legend_inches(classes, columns) if named else 0.0
     fig = plt.figure(figsize=(plot_inches + legend_inches, 4), layout="constrained")
     ax = fig.subplots()
-    bottom = np.zeros(num_clients)
     cmap = plt.get_cmap("tab20" if num_classes > 10 else "tab10")
+    # Touching bars of width 1 drawn as one step-shaped area a class: a bar a client and class
+    # would be 10,000 patches at 1000 clients, most of a short run's time to draw.
+    edges = np.arange(num_clients + 1) - 0.5
+    tops = np.cumsum(counts, axis=1)
+    bottoms = tops - counts
     for c in range(num_classes):
-        ax.bar(
-            np.arange(num_clients),
-            counts[:, c],
-            bottom=bottom,
+        ax.fill_between(
+            edges,
+            np.append(bottoms[:, c], bottoms[-1, c]),
+            np.append(tops[:, c], tops[-1, c]),
+            step="post",
             color=cmap(c % cmap.N),
             label=classes[c] if named else None,
-            width=1.0,
+            linewidth=0,
         )
-        bottom += counts[:, c]
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_ylim(0, None)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # clients are whole numbers
     ax.set_xlabel("client")
     ax.set_ylabel("training images")
