@@ -252,7 +252,7 @@ def test_a_resumed_deployment_gives_its_clients_the_average_and_trains_as_if_nev
     tmp_path,
 ):
     """10 steps in one go equal 5 steps, SIGTERM after the FedAvg that ends them, and a resume
-    with fresh client processes (they start from the checkpoint's average)."""
+    with freshly built clients, as restarted processes start (from the checkpoint's average)."""
     # Client SGD without momentum: a restarted client has no optimizer state to lose.
     common = ["sfl.client_optimizer.momentum=0", "callbacks.checkpoint.every_n_train_steps=100"]
     cfg, clients = deployed_run(tmp_path, common)
