@@ -304,13 +304,6 @@ def start_client_processes(tmp_path: Path, overrides: list[str]) -> dict[int, su
     return processes
 
 
-def at_precision(precision: str) -> list[str]:
-    return [
-        *(o for o in IN_PROCESSES if not o.startswith("trainer.precision")),
-        f"trainer.precision={precision}",
-    ]
-
-
 @pytest.fixture
 def precision() -> str:
     """The trainer precision of :func:`client_processes`: float64 unless a test parametrizes it."""
@@ -318,8 +311,15 @@ def precision() -> str:
 
 
 @pytest.fixture
-def client_processes(tmp_path, precision):
-    processes = start_client_processes(tmp_path, at_precision(precision))
+def process_settings(precision) -> list[str]:
+    """:data:`IN_PROCESSES` at ``precision``: the settings of the clients and the server."""
+    kept = [o for o in IN_PROCESSES if not o.startswith("trainer.precision")]
+    return [*kept, f"trainer.precision={precision}"]
+
+
+@pytest.fixture
+def client_processes(tmp_path, process_settings):
+    processes = start_client_processes(tmp_path, process_settings)
     yield processes
     for process in processes.values():
         process.kill()
@@ -333,14 +333,13 @@ def socket_transport(tmp_path: Path) -> LocalSocketTransport:
 @pytest.mark.slow  # fresh Python processes
 @pytest.mark.parametrize("precision", ["64-true", "32-true"])
 def test_clients_in_their_own_processes_train_what_the_simulation_trains(
-    tmp_path, client_processes, precision
+    tmp_path, client_processes, process_settings
 ):
     # Exact in float32 as well: both sides run the same operations on the same numbers, and the
     # wire carries them unchanged.
-    settings = at_precision(precision)
-    fit(compose("train", tmp_path / "simulated", settings))
+    fit(compose("train", tmp_path / "simulated", process_settings))
     transport = socket_transport(tmp_path)
-    fit(compose("train", tmp_path / "deployed", settings), clients=transport)
+    fit(compose("train", tmp_path / "deployed", process_settings), clients=transport)
 
     sim, dep = module_state(tmp_path / "simulated"), module_state(tmp_path / "deployed")
     assert all(torch.equal(sim[k], dep[k]) for k in sim if not k.startswith("bank."))
